@@ -1,0 +1,264 @@
+// pybind11 bindings: the private module pyconv._core. The Python package (pyconv/functional.py)
+// validates arguments, resolves padding and allocates outputs in the caller's layout; this
+// layer converts arrays into logical-order views, re-checks the geometry (so calling _core
+// directly can never read or write out of bounds) and releases the GIL around the kernels.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "core.h"
+
+namespace py = pybind11;
+using pyconv::ConstView4;
+using pyconv::ConvParams;
+using pyconv::PoolParams;
+using pyconv::View4;
+
+namespace {
+
+[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
+
+std::string shape_str(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+// A float32 4-D array -> logical view. Element strides must be whole floats.
+template <class V, class Ptr>
+V make_view(const py::array& a, const char* name, Ptr data) {
+  if (!a.dtype().is(py::dtype::of<float>())) fail(std::string(name) + " must be float32");
+  if (a.ndim() != 4) fail(std::string(name) + " must be 4-D, got shape " + shape_str(a));
+  int64_t st[4];
+  for (int i = 0; i < 4; ++i) {
+    if (a.shape(i) <= 0) fail(std::string(name) + " must not be empty, got shape " + shape_str(a));
+    if (a.strides(i) % static_cast<py::ssize_t>(sizeof(float)) != 0)
+      fail(std::string(name) + " has strides that are not a multiple of 4 bytes");
+    st[i] = a.strides(i) / static_cast<py::ssize_t>(sizeof(float));
+  }
+  return V{data, a.shape(0), a.shape(1), a.shape(2), a.shape(3), st[0], st[1], st[2], st[3]};
+}
+ConstView4 cview(const py::array& a, const char* name) {
+  return make_view<ConstView4>(a, name, static_cast<const float*>(a.data()));
+}
+View4 mview(py::array& a, const char* name) {
+  if (!a.writeable()) fail(std::string(name) + " must be writeable");
+  return make_view<View4>(a, name, static_cast<float*>(a.mutable_data()));
+}
+
+template <class V>
+void expect_shape(const V& v, const char* name, int64_t n, int64_t c, int64_t h, int64_t w) {
+  if (v.n != n || v.c != c || v.h != h || v.w != w)
+    fail(std::string(name) + " has logical shape (" + std::to_string(v.n) + ", " +
+         std::to_string(v.c) + ", " + std::to_string(v.h) + ", " + std::to_string(v.w) +
+         "), expected (" + std::to_string(n) + ", " + std::to_string(c) + ", " +
+         std::to_string(h) + ", " + std::to_string(w) + ")");
+}
+
+// Geometry from x (N,C,H,W) and w (O,C/G,KH,KW), and the output size it implies. Any
+// inconsistency is an error here, before a kernel runs.
+ConvParams conv_params(const ConstView4& x, const ConstView4& w, int64_t sh, int64_t sw,
+                       int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t dh, int64_t dw,
+                       int64_t groups) {
+  if (sh < 1 || sw < 1) fail("stride must be >= 1");
+  if (dh < 1 || dw < 1) fail("dilation must be >= 1");
+  if (pt < 0 || pb < 0 || pl < 0 || pr < 0) fail("padding must be >= 0");
+  if (groups < 1 || x.c % groups != 0 || w.n % groups != 0)
+    fail("groups must divide the input and output channels");
+  if (w.c * groups != x.c) fail("w.shape[1] * groups must equal the input channels");
+  ConvParams p{x.n, x.c, x.h, x.w, w.n, w.h, w.w, 0, 0, sh, sw, dh, dw, pt, pb, pl, pr, groups};
+  const int64_t eh = (w.h - 1) * dh + 1, ew = (w.w - 1) * dw + 1;
+  if (eh > x.h + pt + pb || ew > x.w + pl + pr) fail("kernel is larger than the padded input");
+  p.OH = (x.h + pt + pb - eh) / sh + 1;
+  p.OW = (x.w + pl + pr - ew) / sw + 1;
+  return p;
+}
+
+PoolParams pool_params(const ConstView4& x, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                       int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t oh, int64_t ow,
+                       bool count_include_pad) {
+  if (kh < 1 || kw < 1) fail("kernel_size must be >= 1");
+  if (sh < 1 || sw < 1) fail("stride must be >= 1");
+  if (pt < 0 || pb < 0 || pl < 0 || pr < 0) fail("padding must be >= 0");
+  if (oh < 1 || ow < 1) fail("output size must be >= 1");
+  // Every window must start inside the padded input (ceil_mode may add a last partial one).
+  if ((oh - 1) * sh >= x.h + pt || (ow - 1) * sw >= x.w + pl)
+    fail("output size is too large for the input");
+  return PoolParams{x.n, x.c, x.h, x.w, kh, kw, oh, ow, sh, sw, pt, pb, pl, pr, count_include_pad};
+}
+
+using OptArray = std::optional<py::array>;
+
+void conv2d_forward(const py::array& x, const py::array& w, const OptArray& bias, py::array& y,
+                    int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
+                    int64_t dh, int64_t dw, int64_t groups) {
+  auto xv = cview(x, "x"), wv = cview(w, "w");
+  auto yv = mview(y, "y");
+  ConvParams p = conv_params(xv, wv, sh, sw, pt, pb, pl, pr, dh, dw, groups);
+  expect_shape(yv, "y", p.N, p.O, p.OH, p.OW);
+  const float* b = nullptr;
+  if (bias) {
+    if (!bias->dtype().is(py::dtype::of<float>()) || bias->ndim() != 1 ||
+        bias->shape(0) != p.O || !(bias->flags() & py::array::c_style))
+      fail("bias must be a contiguous float32 array of shape (" + std::to_string(p.O) + ",)");
+    b = static_cast<const float*>(bias->data());
+  }
+  const int nt = pyconv::get_num_threads();
+  py::gil_scoped_release nogil;
+  pyconv::active_kernels().conv2d_forward(p, xv, wv, b, yv, nt);
+}
+
+void conv2d_backward_data(const py::array& gy, const py::array& w, py::array& gx, int64_t sh,
+                          int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t dh,
+                          int64_t dw, int64_t groups) {
+  auto gyv = cview(gy, "grad_out"), wv = cview(w, "w");
+  auto gxv = mview(gx, "grad_x");
+  ConvParams p = conv_params(gxv.as_const(), wv, sh, sw, pt, pb, pl, pr, dh, dw, groups);
+  expect_shape(gyv, "grad_out", p.N, p.O, p.OH, p.OW);
+  const int nt = pyconv::get_num_threads();
+  py::gil_scoped_release nogil;
+  pyconv::active_kernels().conv2d_backward_data(p, gyv, wv, gxv, nt);
+}
+
+void conv2d_backward_weight(const py::array& gy, const py::array& x, OptArray& gw,
+                            OptArray& gbias, int64_t sh, int64_t sw, int64_t pt, int64_t pb,
+                            int64_t pl, int64_t pr, int64_t dh, int64_t dw, int64_t groups) {
+  auto gyv = cview(gy, "grad_out"), xv = cview(x, "x");
+  if (!gw && !gbias) return;
+  // The weight shape comes from gw when asked for it; for a bias-only call the kernel size
+  // is irrelevant but the geometry check still needs one, so use the output shape.
+  View4 gwv{};
+  ConvParams p;
+  if (gw) {
+    gwv = mview(*gw, "grad_w");
+    p = conv_params(xv, gwv.as_const(), sh, sw, pt, pb, pl, pr, dh, dw, groups);
+  } else {
+    p = ConvParams{xv.n, xv.c, xv.h, xv.w, gyv.c, 1, 1, gyv.h, gyv.w, sh, sw, dh, dw,
+                   pt, pb, pl, pr, groups};
+    if (groups < 1 || xv.c % groups || gyv.c % groups) fail("groups must divide the channels");
+  }
+  expect_shape(gyv, "grad_out", p.N, p.O, p.OH, p.OW);
+  float* gb = nullptr;
+  if (gbias) {
+    if (!gbias->dtype().is(py::dtype::of<float>()) || gbias->ndim() != 1 ||
+        gbias->shape(0) != p.O || !(gbias->flags() & py::array::c_style) || !gbias->writeable())
+      fail("grad_bias must be a writeable contiguous float32 array of shape (" +
+           std::to_string(p.O) + ",)");
+    gb = static_cast<float*>(gbias->mutable_data());
+  }
+  const int nt = pyconv::get_num_threads();
+  py::gil_scoped_release nogil;
+  pyconv::active_kernels().conv2d_backward_weight(p, gyv, xv, gw ? &gwv : nullptr, gb, nt);
+}
+
+void max_pool2d_forward(const py::array& x, py::array& y, int64_t kh, int64_t kw, int64_t sh,
+                        int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  auto xv = cview(x, "x");
+  auto yv = mview(y, "y");
+  PoolParams p = pool_params(xv, kh, kw, sh, sw, pt, pb, pl, pr, yv.h, yv.w, false);
+  expect_shape(yv, "y", p.N, p.C, p.OH, p.OW);
+  const int nt = pyconv::get_num_threads();
+  py::gil_scoped_release nogil;
+  pyconv::active_kernels().max_pool2d_forward(p, xv, yv, nt);
+}
+
+void max_pool2d_backward(const py::array& gy, const py::array& x, py::array& gx, int64_t kh,
+                         int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl,
+                         int64_t pr) {
+  auto gyv = cview(gy, "grad_out"), xv = cview(x, "x");
+  auto gxv = mview(gx, "grad_x");
+  PoolParams p = pool_params(xv, kh, kw, sh, sw, pt, pb, pl, pr, gyv.h, gyv.w, false);
+  expect_shape(gyv, "grad_out", p.N, p.C, p.OH, p.OW);
+  expect_shape(gxv, "grad_x", p.N, p.C, p.H, p.W);
+  const int nt = pyconv::get_num_threads();
+  py::gil_scoped_release nogil;
+  pyconv::active_kernels().max_pool2d_backward(p, gyv, xv, gxv, nt);
+}
+
+void avg_pool2d_forward(const py::array& x, py::array& y, int64_t kh, int64_t kw, int64_t sh,
+                        int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
+                        bool count_include_pad) {
+  auto xv = cview(x, "x");
+  auto yv = mview(y, "y");
+  PoolParams p = pool_params(xv, kh, kw, sh, sw, pt, pb, pl, pr, yv.h, yv.w, count_include_pad);
+  expect_shape(yv, "y", p.N, p.C, p.OH, p.OW);
+  const int nt = pyconv::get_num_threads();
+  py::gil_scoped_release nogil;
+  pyconv::active_kernels().avg_pool2d_forward(p, xv, yv, nt);
+}
+
+void avg_pool2d_backward(const py::array& gy, py::array& gx, int64_t kh, int64_t kw, int64_t sh,
+                         int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
+                         bool count_include_pad) {
+  auto gyv = cview(gy, "grad_out");
+  auto gxv = mview(gx, "grad_x");
+  PoolParams p = pool_params(gxv.as_const(), kh, kw, sh, sw, pt, pb, pl, pr, gyv.h, gyv.w,
+                             count_include_pad);
+  expect_shape(gyv, "grad_out", p.N, p.C, p.OH, p.OW);
+  const int nt = pyconv::get_num_threads();
+  py::gil_scoped_release nogil;
+  pyconv::active_kernels().avg_pool2d_backward(p, gyv, gxv, nt);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "pyconv's C++ core (private: use pyconv.functional)";
+  py::register_exception_translator([](std::exception_ptr e) {
+    try {
+      if (e) std::rethrow_exception(e);
+    } catch (const std::invalid_argument& ex) {
+      PyErr_SetString(PyExc_ValueError, ex.what());
+    }
+  });
+  using py::arg;
+  m.def("conv2d_forward", &conv2d_forward, arg("x"), arg("w"), arg("bias").none(true), arg("y"),
+        arg("stride_h"), arg("stride_w"), arg("pad_t"), arg("pad_b"), arg("pad_l"), arg("pad_r"),
+        arg("dil_h"), arg("dil_w"), arg("groups"),
+        "y[n,o,oh,ow] = bias[o] + sum x[n,c,oh*s+kh*d-p,...] w[o,c,kh,kw]; logical NCHW views");
+  m.def("conv2d_backward_data", &conv2d_backward_data, arg("grad_out"), arg("w"), arg("grad_x"),
+        arg("stride_h"), arg("stride_w"), arg("pad_t"), arg("pad_b"), arg("pad_l"), arg("pad_r"),
+        arg("dil_h"), arg("dil_w"), arg("groups"));
+  m.def("conv2d_backward_weight", &conv2d_backward_weight, arg("grad_out"), arg("x"),
+        arg("grad_w").none(true), arg("grad_bias").none(true), arg("stride_h"), arg("stride_w"),
+        arg("pad_t"), arg("pad_b"), arg("pad_l"), arg("pad_r"), arg("dil_h"), arg("dil_w"),
+        arg("groups"));
+  m.def("max_pool2d_forward", &max_pool2d_forward, arg("x"), arg("y"), arg("kernel_h"),
+        arg("kernel_w"), arg("stride_h"), arg("stride_w"), arg("pad_t"), arg("pad_b"),
+        arg("pad_l"), arg("pad_r"));
+  m.def("max_pool2d_backward", &max_pool2d_backward, arg("grad_out"), arg("x"), arg("grad_x"),
+        arg("kernel_h"), arg("kernel_w"), arg("stride_h"), arg("stride_w"), arg("pad_t"),
+        arg("pad_b"), arg("pad_l"), arg("pad_r"));
+  m.def("avg_pool2d_forward", &avg_pool2d_forward, arg("x"), arg("y"), arg("kernel_h"),
+        arg("kernel_w"), arg("stride_h"), arg("stride_w"), arg("pad_t"), arg("pad_b"),
+        arg("pad_l"), arg("pad_r"), arg("count_include_pad"));
+  m.def("avg_pool2d_backward", &avg_pool2d_backward, arg("grad_out"), arg("grad_x"),
+        arg("kernel_h"), arg("kernel_w"), arg("stride_h"), arg("stride_w"), arg("pad_t"),
+        arg("pad_b"), arg("pad_l"), arg("pad_r"), arg("count_include_pad"));
+  m.def("get_isa", [] { return std::string(pyconv::active_isa()); });
+  m.def("set_isa", [](const std::string& name) { pyconv::set_isa(name.c_str()); }, arg("name"));
+  m.def("available_isas", [] {
+    std::vector<std::string> out;
+    for (const char* n : {"avx512", "avx2", "generic"})
+      if (pyconv::isa_supported(n)) out.emplace_back(n);
+    return out;
+  });
+  m.def("get_num_threads", &pyconv::get_num_threads);
+  m.def("set_num_threads", &pyconv::set_num_threads, arg("n"));
+  m.def(
+      "peak_gflops",
+      [](double seconds) {
+        if (!(seconds > 0 && seconds < 60)) fail("seconds must be in (0, 60)");
+        py::gil_scoped_release nogil;
+        return pyconv::active_kernels().peak_gflops(seconds);
+      },
+      arg("seconds") = 0.2, "Measured single-thread FMA peak of the active ISA, GFLOP/s");
+  m.def(
+      "release_workspace", [] { pyconv::active_kernels().release_workspace(); },
+      "Free the calling thread's cached workspaces");
+}

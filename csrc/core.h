@@ -1,0 +1,100 @@
+// pyconv core: the interface between the bindings, the run-time ISA dispatcher and the
+// per-ISA kernels (csrc/kernels.cpp, compiled once per instruction set).
+//
+// Conventions
+// - All tensors are float32 4-D views addressed through element strides given in the
+//   *logical* order (N, C, H, W), whatever the physical layout is. So one kernel reads
+//   NCHW, NHWC, sliced or negatively-strided NumPy arrays without the caller copying.
+// - Weights are logical (O, C/groups, KH, KW) (PyTorch OIHW), again with arbitrary strides,
+//   so an HWIO (Keras) array is just a transposed view.
+// - Internally the convolution kernels run on channels-last (NHWC) buffers, padded and
+//   packed once per call into per-thread reusable workspaces (see README "Design").
+#pragma once
+
+#include <cstdint>
+
+namespace pyconv {
+
+// A read-only 4-D view: logical dims (n, c, h, w) with element strides.
+struct ConstView4 {
+  const float* data;
+  int64_t n, c, h, w;
+  int64_t sn, sc, sh, sw;
+  float at(int64_t i, int64_t j, int64_t k, int64_t l) const {
+    return data[i * sn + j * sc + k * sh + l * sw];
+  }
+};
+
+// A writable 4-D view, same conventions.
+struct View4 {
+  float* data;
+  int64_t n, c, h, w;
+  int64_t sn, sc, sh, sw;
+  float& at(int64_t i, int64_t j, int64_t k, int64_t l) const {
+    return data[i * sn + j * sc + k * sh + l * sw];
+  }
+  ConstView4 as_const() const { return {data, n, c, h, w, sn, sc, sh, sw}; }
+};
+
+// Shape arithmetic is done once, in Python (pyconv/_shapes.py); the core receives the
+// resolved geometry and re-checks it (check_conv_params) so a direct _core call can't crash.
+struct ConvParams {
+  int64_t N, C, H, W;          // input
+  int64_t O, KH, KW;           // output channels, kernel size
+  int64_t OH, OW;              // output size
+  int64_t stride_h, stride_w;  // >= 1
+  int64_t dil_h, dil_w;        // >= 1
+  int64_t pad_t, pad_b, pad_l, pad_r;  // >= 0 (asymmetric "same" padding allowed)
+  int64_t groups;                      // divides C and O
+};
+
+struct PoolParams {
+  int64_t N, C, H, W;
+  int64_t KH, KW, OH, OW;
+  int64_t stride_h, stride_w;
+  int64_t pad_t, pad_b, pad_l, pad_r;
+  bool count_include_pad;  // avg pool only
+};
+
+// The entry points every ISA implements. nthreads is the OpenMP team size to use.
+struct KernelTable {
+  const char* name;
+  int vector_width;  // floats per SIMD register
+  // y = conv(x, w) + bias. bias may be null.
+  void (*conv2d_forward)(const ConvParams&, ConstView4 x, ConstView4 w, const float* bias, View4 y,
+                         int nthreads);
+  // gx = conv_transpose(gy, w)
+  void (*conv2d_backward_data)(const ConvParams&, ConstView4 gy, ConstView4 w, View4 gx,
+                               int nthreads);
+  // gw = sum over pixels of gy (x) x-patch; gbias = sum of gy. Either output may be null.
+  void (*conv2d_backward_weight)(const ConvParams&, ConstView4 gy, ConstView4 x, View4* gw,
+                                 float* gbias, int nthreads);
+  void (*max_pool2d_forward)(const PoolParams&, ConstView4 x, View4 y, int nthreads);
+  void (*max_pool2d_backward)(const PoolParams&, ConstView4 gy, ConstView4 x, View4 gx,
+                              int nthreads);
+  void (*avg_pool2d_forward)(const PoolParams&, ConstView4 x, View4 y, int nthreads);
+  void (*avg_pool2d_backward)(const PoolParams&, ConstView4 gy, View4 gx, int nthreads);
+  // Measured single-thread FMA throughput of this ISA, GFLOP/s.
+  double (*peak_gflops)(double seconds);
+  void (*release_workspace)();
+};
+
+namespace generic {
+extern const KernelTable table;
+}
+namespace avx2 {
+extern const KernelTable table;
+}
+namespace avx512 {
+extern const KernelTable table;
+}
+
+// dispatch.cpp
+const KernelTable& active_kernels();
+const char* active_isa();
+bool isa_supported(const char* name);
+void set_isa(const char* name);  // throws std::invalid_argument
+int get_num_threads();
+void set_num_threads(int n);  // throws std::invalid_argument on n < 1
+
+}  // namespace pyconv

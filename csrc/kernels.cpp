@@ -1,0 +1,728 @@
+// The compute kernels of pyconv. This one source is compiled once per instruction set with
+// PYCONV_ISA_NAME = generic | avx2 | avx512 and the matching -m flags (CMakeLists.txt); the
+// dispatcher (dispatch.cpp) picks a table at run time.
+//
+// Layout: every convolution runs on channels-last (NHWC) buffers. The caller's tensors, in
+// any layout and with any strides, are packed once per call into a padded NHWC workspace
+// (pack_padded_nhwc: the one place where layouts are converted), so the microkernels see a
+// uniform problem with no bounds checks and vectorize over channels.
+//
+// The three convolution passes share one register-blocked microkernel (conv_tile):
+//   out[p][0:NT] (+)= sum_t sum_c in[in_off[t] + p*in_pix + c] * w[w_off[t] + c*NT + 0:NT]
+// i.e. P output pixels x NT = NV*VW output channels in registers, reduced over taps t and
+// channels c, broadcasting one input scalar per (pixel, channel) and loading NV weight
+// vectors per (tap, channel).
+//   forward:        in = padded x,  channels c = C/groups, out = y (NT output channels)
+//   backward-data:  in = padded gy, channels c = O/groups, out = gx (NT input channels),
+//                   taps = the kernel taps that land on this input pixel's stride phase.
+// backward-weight has its own microkernel (wgrad_tile): I input channels x NT output
+// channels in registers, reduced over output pixels.
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <utility>
+#include <vector>
+
+#include "core.h"
+#include "simd.h"
+
+namespace pyconv {
+namespace PYCONV_ISA_NAME {
+namespace {
+
+// ---------------------------------------------------------------------------------------
+// Workspaces: grow-only buffers owned by the calling thread, so repeated calls do no heap
+// churn and concurrent calls from several Python threads never share a buffer.
+// ---------------------------------------------------------------------------------------
+enum Slot { WS_IN = 0, WS_W, WS_BIAS, WS_OUT, WS_AUX, WS_COUNT };
+
+struct Workspace {
+  std::vector<float> buf[WS_COUNT];
+  float* get(Slot s, int64_t n) {
+    auto& b = buf[s];
+    if (static_cast<int64_t>(b.size()) < n) {
+      std::vector<float>().swap(b);  // free first: never hold old + new at once
+      b.resize(static_cast<size_t>(n) + VW);
+    }
+    return b.data();
+  }
+  void release() {
+    for (auto& b : buf) std::vector<float>().swap(b);
+  }
+};
+
+Workspace& workspace() {
+  static thread_local Workspace ws;
+  return ws;
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t floor_div(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+inline int64_t pos_mod(int64_t a, int64_t b) { return ((a % b) + b) % b; }
+
+// True when v is exactly a dense NHWC array (size-1 dims may have any stride).
+bool is_dense_nhwc(int64_t n, int64_t c, int64_t h, int64_t w, int64_t sn, int64_t sc, int64_t sh,
+                   int64_t sw) {
+  return (c == 1 || sc == 1) && (w == 1 || sw == c) && (h == 1 || sh == w * c) &&
+         (n == 1 || sn == h * w * c);
+}
+template <class V>
+bool is_dense_nhwc(const V& v) {
+  return is_dense_nhwc(v.n, v.c, v.h, v.w, v.sn, v.sc, v.sh, v.sw);
+}
+
+// ---------------------------------------------------------------------------------------
+// Layout conversion (the only place): src (any strides) -> dst dense
+// [N][H+pt+pb][W+pl+pr][G][cg_pad], zeros in the spatial padding and in the channel padding
+// lanes (cg_pad >= C/G rounds each group up to whole vectors where a kernel needs it).
+// ---------------------------------------------------------------------------------------
+void pack_padded_nhwc(ConstView4 s, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t G,
+                      int64_t cg_pad, float* dst, int nthreads) {
+  const int64_t Hp = s.h + pt + pb, Wp = s.w + pl + pr, Cg = s.c / G, Cd = G * cg_pad;
+  const bool channels_inner = std::llabs(s.sc) <= std::llabs(s.sw);
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t row = 0; row < s.n * Hp; ++row) {
+    const int64_t n = row / Hp, hp = row % Hp, h = hp - pt;
+    float* d = dst + row * Wp * Cd;
+    if (h < 0 || h >= s.h) {
+      std::memset(d, 0, sizeof(float) * Wp * Cd);
+      continue;
+    }
+    std::memset(d, 0, sizeof(float) * pl * Cd);
+    std::memset(d + (pl + s.w) * Cd, 0, sizeof(float) * pr * Cd);
+    float* dr = d + pl * Cd;
+    const float* sr = s.data + n * s.sn + h * s.sh;
+    if (cg_pad != Cg) {
+      for (int64_t w = 0; w < s.w; ++w)
+        for (int64_t g = 0; g < G; ++g)
+          std::memset(dr + w * Cd + g * cg_pad + Cg, 0, sizeof(float) * (cg_pad - Cg));
+    }
+    if (channels_inner) {
+      for (int64_t w = 0; w < s.w; ++w)
+        for (int64_t g = 0; g < G; ++g)
+          for (int64_t c = 0; c < Cg; ++c)
+            dr[w * Cd + g * cg_pad + c] = sr[w * s.sw + (g * Cg + c) * s.sc];
+    } else {  // e.g. NCHW: read rows contiguously, write strided
+      for (int64_t g = 0; g < G; ++g)
+        for (int64_t c = 0; c < Cg; ++c) {
+          const float* sc = sr + (g * Cg + c) * s.sc;
+          float* dc = dr + g * cg_pad + c;
+          for (int64_t w = 0; w < s.w; ++w) dc[w * Cd] = sc[w * s.sw];
+        }
+    }
+  }
+}
+
+// Dense NHWC src [N][H][W][C] -> dst view (any strides).
+void unpack_nhwc(const float* src, View4 d, int nthreads) {
+  const bool channels_inner = std::llabs(d.sc) <= std::llabs(d.sw);
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t row = 0; row < d.n * d.h; ++row) {
+    const int64_t n = row / d.h, h = row % d.h;
+    const float* s = src + row * d.w * d.c;
+    float* dr = d.data + n * d.sn + h * d.sh;
+    if (channels_inner) {
+      for (int64_t w = 0; w < d.w; ++w)
+        for (int64_t c = 0; c < d.c; ++c) dr[w * d.sw + c * d.sc] = s[w * d.c + c];
+    } else {
+      for (int64_t c = 0; c < d.c; ++c)
+        for (int64_t w = 0; w < d.w; ++w) dr[w * d.sw + c * d.sc] = s[w * d.c + c];
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Register blocking. ACC accumulators leave room for the NV weight vectors + a broadcast.
+// ---------------------------------------------------------------------------------------
+constexpr int ACC = NUM_VREGS >= 32 ? 24 : 12;
+constexpr int NV_MAX = NUM_VREGS >= 32 ? 4 : 2;
+constexpr int pmax_for(int nv) { return ACC / nv; }
+
+struct Tiling {
+  int nv;       // vectors of output channels per tile
+  int pmax;     // pixels per tile
+  int64_t nt;   // channels per tile = nv * VW
+  int64_t ntl;  // number of channel tiles
+};
+
+// Channels-per-tile from the channel count: the widest tile that the channels fill.
+Tiling choose_tiling(int64_t channels) {
+  int nv = static_cast<int>(std::min<int64_t>(NV_MAX, ceil_div(channels, VW)));
+  if (nv == 3 && channels > 3 * VW) nv = 2;  // 3-vector tiles only for exactly <= 3 vectors
+  Tiling t;
+  t.nv = nv;
+  t.pmax = pmax_for(nv);
+  t.nt = static_cast<int64_t>(nv) * VW;
+  t.ntl = ceil_div(channels, t.nt);
+  return t;
+}
+
+struct TileArgs {
+  const float* in;       // first pixel, first channel
+  int64_t in_pix;        // stride between consecutive pixels of the tile
+  const int64_t* in_off; // [ntaps] offsets of each tap
+  const int64_t* w_off;  // [ntaps] offsets into w of each tap
+  int ntaps;
+  int64_t C;             // channels reduced per tap
+  const float* w;        // packed [..][C][NT]
+  float* out;            // first pixel, first output channel of the tile
+  int64_t out_pix;       // stride between output pixels
+  int oc_valid;          // output channels actually stored (<= NT)
+  const float* bias;     // [NT] or null
+};
+
+template <int P, int NV>
+void conv_tile(const TileArgs& a) {
+  constexpr int NT = NV * VW;
+  vf acc[P][NV];
+#pragma GCC unroll 32
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[p][v] = a.bias ? vload(a.bias + v * VW) : vzero();
+  for (int t = 0; t < a.ntaps; ++t) {
+    const float* ip = a.in + a.in_off[t];
+    const float* wp = a.w + a.w_off[t];
+    for (int64_t c = 0; c < a.C; ++c) {
+      vf wv[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) wv[v] = vload(wp + c * NT + v * VW);
+#pragma GCC unroll 32
+      for (int p = 0; p < P; ++p) {
+        const vf xb = vset1(ip[p * a.in_pix + c]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[p][v] = vfma(xb, wv[v], acc[p][v]);
+      }
+    }
+  }
+  if (a.oc_valid == NT) {
+#pragma GCC unroll 32
+    for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) vstore(a.out + p * a.out_pix + v * VW, acc[p][v]);
+  } else {
+    alignas(64) float tmp[NT];
+    for (int p = 0; p < P; ++p) {
+      for (int v = 0; v < NV; ++v) vstore(tmp + v * VW, acc[p][v]);
+      std::memcpy(a.out + p * a.out_pix, tmp, sizeof(float) * a.oc_valid);
+    }
+  }
+}
+
+using TileFn = void (*)(const TileArgs&);
+
+template <int NV, int... Ps>
+constexpr std::array<TileFn, sizeof...(Ps)> conv_tile_row(std::integer_sequence<int, Ps...>) {
+  return {&conv_tile<Ps + 1, NV>...};
+}
+
+// conv_tile_fn(nv, p): the instantiation for nv vectors x p pixels (1 <= p <= pmax_for(nv)).
+TileFn conv_tile_fn(int nv, int p) {
+  static const auto r1 = conv_tile_row<1>(std::make_integer_sequence<int, pmax_for(1)>{});
+  static const auto r2 = conv_tile_row<2>(std::make_integer_sequence<int, pmax_for(2)>{});
+  if (nv == 1) return r1[p - 1];
+  if (nv == 2) return r2[p - 1];
+  if constexpr (NV_MAX >= 4) {
+    static const auto r3 = conv_tile_row<3>(std::make_integer_sequence<int, pmax_for(3)>{});
+    static const auto r4 = conv_tile_row<4>(std::make_integer_sequence<int, pmax_for(4)>{});
+    if (nv == 3) return r3[p - 1];
+    return r4[p - 1];
+  }
+  return nullptr;
+}
+
+// Run a row of `count` output pixels through tiles of up to t.pmax pixels.
+inline void conv_row(const Tiling& t, TileArgs a, int64_t count) {
+  const TileFn full = conv_tile_fn(t.nv, t.pmax);
+  int64_t done = 0;
+  for (; done + t.pmax <= count; done += t.pmax) {
+    full(a);
+    a.in += t.pmax * a.in_pix;
+    a.out += t.pmax * a.out_pix;
+  }
+  if (done < count) conv_tile_fn(t.nv, static_cast<int>(count - done))(a);
+}
+
+// ---------------------------------------------------------------------------------------
+// conv2d forward. x: (N,C,H,W) view, w: (O,C/G,KH,KW) view, y: (N,O,OH,OW) view.
+// ---------------------------------------------------------------------------------------
+void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float* bias, View4 y,
+                    int nthreads) {
+  Workspace& ws = workspace();
+  const int64_t G = p.groups, Cg = p.C / G, Og = p.O / G, T = p.KH * p.KW;
+  const int64_t Hp = p.H + p.pad_t + p.pad_b, Wp = p.W + p.pad_l + p.pad_r;
+  const Tiling tl = choose_tiling(Og);
+
+  // Input -> padded NHWC (skipped when the caller already hands us exactly that).
+  const float* xp = x.data;
+  if (p.pad_t || p.pad_b || p.pad_l || p.pad_r || !is_dense_nhwc(x)) {
+    float* buf = ws.get(WS_IN, p.N * Hp * Wp * p.C);
+    pack_padded_nhwc(x, p.pad_t, p.pad_b, p.pad_l, p.pad_r, 1, p.C, buf, nthreads);
+    xp = buf;
+  }
+  // Weights -> wp[g][tile][tap][c][NT], zero beyond Og; bias -> bp[g][tile][NT].
+  const int64_t wtile = T * Cg * tl.nt;
+  float* wp = ws.get(WS_W, G * tl.ntl * wtile);
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t ot = 0; ot < tl.ntl; ++ot)
+      for (int64_t kh = 0; kh < p.KH; ++kh)
+        for (int64_t kw = 0; kw < p.KW; ++kw)
+          for (int64_t c = 0; c < Cg; ++c) {
+            float* d = wp + (g * tl.ntl + ot) * wtile + ((kh * p.KW + kw) * Cg + c) * tl.nt;
+            for (int64_t l = 0; l < tl.nt; ++l) {
+              const int64_t o = ot * tl.nt + l;
+              d[l] = o < Og ? w.at(g * Og + o, c, kh, kw) : 0.f;
+            }
+          }
+  float* bp = nullptr;
+  if (bias) {
+    bp = ws.get(WS_BIAS, G * tl.ntl * tl.nt);
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t i = 0; i < tl.ntl * tl.nt; ++i)
+        bp[g * tl.ntl * tl.nt + i] = i < Og ? bias[g * Og + i] : 0.f;
+  }
+  std::vector<int64_t> in_off(T), w_off(T);
+  for (int64_t kh = 0; kh < p.KH; ++kh)
+    for (int64_t kw = 0; kw < p.KW; ++kw) {
+      in_off[kh * p.KW + kw] = (kh * p.dil_h * Wp + kw * p.dil_w) * p.C;
+      w_off[kh * p.KW + kw] = (kh * p.KW + kw) * Cg * tl.nt;
+    }
+
+  const bool direct_out = is_dense_nhwc(y);
+  float* yo = direct_out ? y.data : ws.get(WS_OUT, p.N * p.OH * p.OW * p.O);
+  const int64_t tasks = G * tl.ntl * p.N * p.OH;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t task = 0; task < tasks; ++task) {
+    const int64_t oh = task % p.OH, n = (task / p.OH) % p.N;
+    const int64_t ot = (task / (p.OH * p.N)) % tl.ntl, g = task / (p.OH * p.N * tl.ntl);
+    TileArgs a;
+    a.in = xp + ((n * Hp + oh * p.stride_h) * Wp) * p.C + g * Cg;
+    a.in_pix = p.stride_w * p.C;
+    a.in_off = in_off.data();
+    a.w_off = w_off.data();
+    a.ntaps = static_cast<int>(T);
+    a.C = Cg;
+    a.w = wp + (g * tl.ntl + ot) * wtile;
+    a.out = yo + ((n * p.OH + oh) * p.OW) * p.O + g * Og + ot * tl.nt;
+    a.out_pix = p.O;
+    a.oc_valid = static_cast<int>(std::min<int64_t>(tl.nt, Og - ot * tl.nt));
+    a.bias = bp ? bp + (g * tl.ntl + ot) * tl.nt : nullptr;
+    conv_row(tl, a, p.OW);
+  }
+  if (!direct_out) unpack_nhwc(yo, y, nthreads);
+}
+
+// ---------------------------------------------------------------------------------------
+// conv2d backward-data. gx[n, ih, iw, c] = sum over taps (kh,kw) with
+//   oh = (ih + pad_t - kh*dil_h) / stride_h integral and in range (same for ow), and over o:
+//   gy[n, oh, ow, o] * w[o, c, kh, kw].
+// Input pixels iw = r, r+s, r+2s, ... (one stride phase r) use the same taps and read
+// consecutive ow, so each phase of a row is one run of conv_row over padded gy.
+// ---------------------------------------------------------------------------------------
+void conv2d_backward_data(const ConvParams& p, ConstView4 gy, ConstView4 w, View4 gx,
+                          int nthreads) {
+  Workspace& ws = workspace();
+  const int64_t G = p.groups, Cg = p.C / G, Og = p.O / G, T = p.KH * p.KW;
+  const int64_t sh = p.stride_h, sw = p.stride_w;
+  const Tiling tl = choose_tiling(Cg);
+  // Columns of gy are padded so every (phase, tap, pixel) reads inside the buffer; rows are
+  // filtered exactly per input row instead.
+  const int64_t plo = std::max<int64_t>(0, -floor_div(p.pad_l - (p.KW - 1) * p.dil_w, sw));
+  const int64_t phi = std::max<int64_t>(0, floor_div(p.W - 1 + p.pad_l, sw) - (p.OW - 1));
+  const int64_t OWp = p.OW + plo + phi;
+  float* gyp = ws.get(WS_IN, p.N * p.OH * OWp * p.O);
+  pack_padded_nhwc(gy, 0, 0, plo, phi, 1, p.O, gyp, nthreads);
+  // Weights -> wT[g][tile][tap][o][NT]: lanes are input channels c.
+  const int64_t wtile = T * Og * tl.nt;
+  float* wt = ws.get(WS_W, G * tl.ntl * wtile);
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t it = 0; it < tl.ntl; ++it)
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t o = 0; o < Og; ++o) {
+          float* d = wt + (g * tl.ntl + it) * wtile + (t * Og + o) * tl.nt;
+          for (int64_t l = 0; l < tl.nt; ++l) {
+            const int64_t c = it * tl.nt + l;
+            d[l] = c < Cg ? w.at(g * Og + o, c, t / p.KW, t % p.KW) : 0.f;
+          }
+        }
+  const bool direct_out = is_dense_nhwc(gx);
+  float* gxo = direct_out ? gx.data : ws.get(WS_OUT, p.N * p.H * p.W * p.C);
+  const int64_t phases = std::min(sw, p.W);
+  const int64_t tasks = G * tl.ntl * p.N * p.H;
+#pragma omp parallel num_threads(nthreads)
+  {
+    std::vector<int64_t> in_off(T), w_off(T), row_taps(p.KH);
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t ih = task % p.H, n = (task / p.H) % p.N;
+      const int64_t it = (task / (p.H * p.N)) % tl.ntl, g = task / (p.H * p.N * tl.ntl);
+      // Kernel rows that reach this input row, and the gy row each reads.
+      int nkh = 0;
+      for (int64_t kh = 0; kh < p.KH; ++kh) {
+        const int64_t num = ih + p.pad_t - kh * p.dil_h;
+        if (pos_mod(num, sh) != 0) continue;
+        const int64_t oh = floor_div(num, sh);
+        if (oh < 0 || oh >= p.OH) continue;
+        row_taps[nkh++] = kh;
+      }
+      TileArgs a;
+      a.in_pix = p.O;
+      a.in_off = in_off.data();
+      a.w_off = w_off.data();
+      a.C = Og;
+      a.w = wt + (g * tl.ntl + it) * wtile;
+      a.out_pix = sw * p.C;
+      a.oc_valid = static_cast<int>(std::min<int64_t>(tl.nt, Cg - it * tl.nt));
+      a.bias = nullptr;
+      for (int64_t r = 0; r < phases; ++r) {
+        int nt = 0;
+        for (int i = 0; i < nkh; ++i) {
+          const int64_t kh = row_taps[i];
+          const int64_t oh = floor_div(ih + p.pad_t - kh * p.dil_h, sh);
+          for (int64_t kw = 0; kw < p.KW; ++kw) {
+            const int64_t num = r + p.pad_l - kw * p.dil_w;
+            if (pos_mod(num, sw) != 0) continue;
+            const int64_t owp = floor_div(num, sw) + plo;  // >= 0 by construction of plo
+            in_off[nt] = ((n * p.OH + oh) * OWp + owp) * p.O + g * Og;
+            w_off[nt] = (kh * p.KW + kw) * Og * tl.nt;
+            ++nt;
+          }
+        }
+        a.ntaps = nt;
+        a.in = gyp;
+        a.out = gxo + ((n * p.H + ih) * p.W + r) * p.C + g * Cg + it * tl.nt;
+        conv_row(tl, a, ceil_div(p.W - r, sw));
+      }
+    }
+  }
+  if (!direct_out) unpack_nhwc(gxo, gx, nthreads);
+}
+
+// ---------------------------------------------------------------------------------------
+// conv2d backward-weight. For each tap t=(kh,kw), group g:
+//   dw[g][t][c][o] = sum over (n, oh, ow) of x_pad[n, oh*sh + kh*dh, ow*sw + kw*dw, g*Cg+c]
+//                                           * gy[n, oh, ow, g*Og+o]
+// Each thread owns whole (g, t, c-block, o-tile) outputs, so there are no atomics and the
+// reduction order (and so the result) does not depend on the thread count. Rows of pixels
+// are processed in chunks that stay in L2 while every owned output tile passes over them.
+// ---------------------------------------------------------------------------------------
+struct WgradArgs {
+  const float* x;   // x_pad at (n=0, row 0, col 0) + tap offset + first input channel
+  const float* gy;  // gy at (pixel 0) + first output channel of the tile
+  int64_t row0, row1;   // flattened (n, oh) output rows to reduce over
+  int64_t OH, OW;
+  int64_t x_img, x_row, x_pix;  // x strides: per image, per output row, per output pixel
+  int64_t g_pix;                // gy stride per output pixel
+  float* acc;        // dw accumulator block [I][acc_row] (read-modify-write)
+  int64_t acc_row;
+};
+
+template <int I, int NV>
+void wgrad_tile(const WgradArgs& a) {
+  vf acc[I][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < I; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[i][v] = vload(a.acc + i * a.acc_row + v * VW);
+  for (int64_t row = a.row0; row < a.row1; ++row) {
+    const int64_t n = row / a.OH, oh = row % a.OH;
+    const float* xr = a.x + n * a.x_img + oh * a.x_row;
+    const float* gr = a.gy + row * a.OW * a.g_pix;
+    for (int64_t ow = 0; ow < a.OW; ++ow) {
+      vf gv[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) gv[v] = vload(gr + ow * a.g_pix + v * VW);
+      const float* xp = xr + ow * a.x_pix;
+#pragma GCC unroll 16
+      for (int i = 0; i < I; ++i) {
+        const vf xb = vset1(xp[i]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[i][v] = vfma(xb, gv[v], acc[i][v]);
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < I; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) vstore(a.acc + i * a.acc_row + v * VW, acc[i][v]);
+}
+
+using WgradFn = void (*)(const WgradArgs&);
+template <int NV, int... Is>
+constexpr std::array<WgradFn, sizeof...(Is)> wgrad_row(std::integer_sequence<int, Is...>) {
+  return {&wgrad_tile<Is + 1, NV>...};
+}
+WgradFn wgrad_tile_fn(int nv, int i) {
+  static const auto r1 = wgrad_row<1>(std::make_integer_sequence<int, pmax_for(1)>{});
+  static const auto r2 = wgrad_row<2>(std::make_integer_sequence<int, pmax_for(2)>{});
+  if (nv == 1) return r1[i - 1];
+  if (nv == 2) return r2[i - 1];
+  if constexpr (NV_MAX >= 4) {
+    static const auto r3 = wgrad_row<3>(std::make_integer_sequence<int, pmax_for(3)>{});
+    static const auto r4 = wgrad_row<4>(std::make_integer_sequence<int, pmax_for(4)>{});
+    if (nv == 3) return r3[i - 1];
+    return r4[i - 1];
+  }
+  return nullptr;
+}
+
+void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, View4* gw,
+                            float* gbias, int nthreads) {
+  Workspace& ws = workspace();
+  const int64_t G = p.groups, Cg = p.C / G, Og = p.O / G, T = p.KH * p.KW;
+  const Tiling tl = choose_tiling(Og);
+  const int64_t Og_pad = tl.ntl * tl.nt, Gp = G * Og_pad;
+  // gy -> dense NHWC with each group's channels padded to whole tiles (the microkernel
+  // loads full vectors).
+  float* gyp = ws.get(WS_AUX, p.N * p.OH * p.OW * Gp);
+  pack_padded_nhwc(gy, 0, 0, 0, 0, G, Og_pad, gyp, nthreads);
+
+  if (gbias) {
+    const int64_t pixels = p.N * p.OH * p.OW;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t o = 0; o < p.O; ++o) {
+      const float* src = gyp + (o / Og) * Og_pad + (o % Og);
+      double s = 0.0;  // float64 accumulation: the sum runs over every output pixel
+      for (int64_t i = 0; i < pixels; ++i) s += src[i * Gp];
+      gbias[o] = static_cast<float>(s);
+    }
+  }
+  if (!gw) return;
+
+  const int64_t Hp = p.H + p.pad_t + p.pad_b, Wp = p.W + p.pad_l + p.pad_r;
+  const float* xp = x.data;
+  if (p.pad_t || p.pad_b || p.pad_l || p.pad_r || !is_dense_nhwc(x)) {
+    float* buf = ws.get(WS_IN, p.N * Hp * Wp * p.C);
+    pack_padded_nhwc(x, p.pad_t, p.pad_b, p.pad_l, p.pad_r, 1, p.C, buf, nthreads);
+    xp = buf;
+  }
+  // dw accumulator [g][t][c][Og_pad].
+  const int64_t IB = pmax_for(tl.nv);  // input channels per tile
+  const int64_t nib = ceil_div(Cg, IB);
+  float* dw = ws.get(WS_W, G * T * Cg * Og_pad);
+  std::memset(dw, 0, sizeof(float) * G * T * Cg * Og_pad);
+
+  const int64_t rows = p.N * p.OH;
+  const int64_t rows_per_chunk = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, p.OW));
+  const int64_t tasks = G * T * nib * tl.ntl;
+  const WgradFn full = wgrad_tile_fn(tl.nv, static_cast<int>(IB));
+#pragma omp parallel num_threads(nthreads)
+  {
+    const int nth = omp_get_num_threads(), me = omp_get_thread_num();
+    const int64_t t0 = tasks * me / nth, t1 = tasks * (me + 1) / nth;
+    WgradArgs a;
+    a.OH = p.OH;
+    a.OW = p.OW;
+    a.x_img = Hp * Wp * p.C;
+    a.x_row = p.stride_h * Wp * p.C;
+    a.x_pix = p.stride_w * p.C;
+    a.g_pix = Gp;
+    a.acc_row = Og_pad;
+    for (int64_t r0 = 0; r0 < rows; r0 += rows_per_chunk) {
+      a.row0 = r0;
+      a.row1 = std::min(rows, r0 + rows_per_chunk);
+      for (int64_t task = t0; task < t1; ++task) {
+        const int64_t ot = task % tl.ntl, ib = (task / tl.ntl) % nib;
+        const int64_t t = (task / (tl.ntl * nib)) % T, g = task / (tl.ntl * nib * T);
+        const int64_t kh = t / p.KW, kw = t % p.KW, c0 = ib * IB;
+        const int64_t ni = std::min(IB, Cg - c0);
+        a.x = xp + (kh * p.dil_h * Wp + kw * p.dil_w) * p.C + g * Cg + c0;
+        a.gy = gyp + g * Og_pad + ot * tl.nt;
+        a.acc = dw + ((g * T + t) * Cg + c0) * Og_pad + ot * tl.nt;
+        (ni == IB ? full : wgrad_tile_fn(tl.nv, static_cast<int>(ni)))(a);
+      }
+    }
+  }
+  // dw -> gw (O, C/G, KH, KW) view.
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t o = 0; o < Og; ++o)
+          gw->at(g * Og + o, c, t / p.KW, t % p.KW) = dw[((g * T + t) * Cg + c) * Og_pad + o];
+}
+
+// ---------------------------------------------------------------------------------------
+// Pooling. Memory-bound, so plain loops over strided views (no packing); work is split
+// over (image, channel block) so backward scatters never race.
+// Window of output (oh, ow): rows [oh*sh - pad_t, +KH) clipped to the input.
+// ---------------------------------------------------------------------------------------
+constexpr int64_t POOL_CB = 16;
+
+template <class Body>
+void for_pool_blocks(const PoolParams& p, int nthreads, Body body) {
+  const int64_t ncb = ceil_div(p.C, POOL_CB);
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t task = 0; task < p.N * ncb; ++task) {
+    const int64_t n = task / ncb, c0 = (task % ncb) * POOL_CB;
+    body(n, c0, std::min(p.C, c0 + POOL_CB));
+  }
+}
+
+void max_pool2d_forward(const PoolParams& p, ConstView4 x, View4 y, int nthreads) {
+  for_pool_blocks(p, nthreads, [&](int64_t n, int64_t c0, int64_t c1) {
+    for (int64_t oh = 0; oh < p.OH; ++oh) {
+      const int64_t h0 = std::max<int64_t>(0, oh * p.stride_h - p.pad_t);
+      const int64_t h1 = std::min(p.H, oh * p.stride_h - p.pad_t + p.KH);
+      for (int64_t ow = 0; ow < p.OW; ++ow) {
+        const int64_t w0 = std::max<int64_t>(0, ow * p.stride_w - p.pad_l);
+        const int64_t w1 = std::min(p.W, ow * p.stride_w - p.pad_l + p.KW);
+        for (int64_t c = c0; c < c1; ++c) {
+          float m = -std::numeric_limits<float>::infinity();
+          for (int64_t h = h0; h < h1; ++h)
+            for (int64_t w = w0; w < w1; ++w) {
+              const float v = x.at(n, c, h, w);
+              if (v > m || std::isnan(v)) m = v;  // NaN propagates, as in PyTorch
+            }
+          y.at(n, c, oh, ow) = m;
+        }
+      }
+    }
+  });
+}
+
+void zero_view(View4 v, int64_t n, int64_t c0, int64_t c1) {
+  for (int64_t c = c0; c < c1; ++c)
+    for (int64_t h = 0; h < v.h; ++h)
+      for (int64_t w = 0; w < v.w; ++w) v.at(n, c, h, w) = 0.f;
+}
+
+void max_pool2d_backward(const PoolParams& p, ConstView4 gy, ConstView4 x, View4 gx,
+                         int nthreads) {
+  for_pool_blocks(p, nthreads, [&](int64_t n, int64_t c0, int64_t c1) {
+    zero_view(gx, n, c0, c1);
+    for (int64_t oh = 0; oh < p.OH; ++oh) {
+      const int64_t h0 = std::max<int64_t>(0, oh * p.stride_h - p.pad_t);
+      const int64_t h1 = std::min(p.H, oh * p.stride_h - p.pad_t + p.KH);
+      for (int64_t ow = 0; ow < p.OW; ++ow) {
+        const int64_t w0 = std::max<int64_t>(0, ow * p.stride_w - p.pad_l);
+        const int64_t w1 = std::min(p.W, ow * p.stride_w - p.pad_l + p.KW);
+        for (int64_t c = c0; c < c1; ++c) {
+          float m = -std::numeric_limits<float>::infinity();
+          int64_t bh = -1, bw = -1;
+          for (int64_t h = h0; h < h1; ++h)
+            for (int64_t w = w0; w < w1; ++w) {
+              const float v = x.at(n, c, h, w);
+              if (bh < 0 || v > m || std::isnan(v)) {  // same rule as the forward
+                m = v;
+                bh = h;
+                bw = w;
+              }
+            }
+          if (bh >= 0) gx.at(n, c, bh, bw) += gy.at(n, c, oh, ow);
+        }
+      }
+    }
+  });
+}
+
+inline int64_t avg_divisor(const PoolParams& p, int64_t oh, int64_t ow) {
+  const int64_t hs = oh * p.stride_h - p.pad_t, ws = ow * p.stride_w - p.pad_l;
+  if (p.count_include_pad) {  // PyTorch: padded cells count, cells past the padding don't
+    const int64_t he = std::min(hs + p.KH, p.H + p.pad_b), we = std::min(ws + p.KW, p.W + p.pad_r);
+    return (he - hs) * (we - ws);
+  }
+  const int64_t h0 = std::max<int64_t>(0, hs), h1 = std::min(p.H, hs + p.KH);
+  const int64_t w0 = std::max<int64_t>(0, ws), w1 = std::min(p.W, ws + p.KW);
+  return (h1 - h0) * (w1 - w0);
+}
+
+void avg_pool2d_forward(const PoolParams& p, ConstView4 x, View4 y, int nthreads) {
+  for_pool_blocks(p, nthreads, [&](int64_t n, int64_t c0, int64_t c1) {
+    for (int64_t oh = 0; oh < p.OH; ++oh) {
+      const int64_t h0 = std::max<int64_t>(0, oh * p.stride_h - p.pad_t);
+      const int64_t h1 = std::min(p.H, oh * p.stride_h - p.pad_t + p.KH);
+      for (int64_t ow = 0; ow < p.OW; ++ow) {
+        const int64_t w0 = std::max<int64_t>(0, ow * p.stride_w - p.pad_l);
+        const int64_t w1 = std::min(p.W, ow * p.stride_w - p.pad_l + p.KW);
+        const int64_t div = avg_divisor(p, oh, ow);
+        for (int64_t c = c0; c < c1; ++c) {
+          float s = 0.f;
+          for (int64_t h = h0; h < h1; ++h)
+            for (int64_t w = w0; w < w1; ++w) s += x.at(n, c, h, w);
+          y.at(n, c, oh, ow) = div > 0 ? s / static_cast<float>(div) : 0.f;
+        }
+      }
+    }
+  });
+}
+
+void avg_pool2d_backward(const PoolParams& p, ConstView4 gy, View4 gx, int nthreads) {
+  for_pool_blocks(p, nthreads, [&](int64_t n, int64_t c0, int64_t c1) {
+    zero_view(gx, n, c0, c1);
+    for (int64_t oh = 0; oh < p.OH; ++oh) {
+      const int64_t h0 = std::max<int64_t>(0, oh * p.stride_h - p.pad_t);
+      const int64_t h1 = std::min(p.H, oh * p.stride_h - p.pad_t + p.KH);
+      for (int64_t ow = 0; ow < p.OW; ++ow) {
+        const int64_t w0 = std::max<int64_t>(0, ow * p.stride_w - p.pad_l);
+        const int64_t w1 = std::min(p.W, ow * p.stride_w - p.pad_l + p.KW);
+        const int64_t div = avg_divisor(p, oh, ow);
+        if (div <= 0) continue;
+        const float inv = 1.f / static_cast<float>(div);
+        for (int64_t c = c0; c < c1; ++c) {
+          const float g = gy.at(n, c, oh, ow) * inv;
+          for (int64_t h = h0; h < h1; ++h)
+            for (int64_t w = w0; w < w1; ++w) gx.at(n, c, h, w) += g;
+        }
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Peak: ACC independent FMA chains on one core, long enough to hide FMA latency.
+// ---------------------------------------------------------------------------------------
+double peak_gflops(double seconds) {
+  vf acc[ACC];
+  for (int i = 0; i < ACC; ++i) acc[i] = vset1(0.001f * i);
+  const vf a = vset1(0.999999f), b = vset1(1e-7f);
+  const int64_t inner = 1 << 16;
+  int64_t iters = 0;
+  const auto start = std::chrono::steady_clock::now();
+  double elapsed = 0.0;
+  do {
+    for (int64_t k = 0; k < inner; ++k) {
+#pragma GCC unroll 24
+      for (int i = 0; i < ACC; ++i) acc[i] = vfma(acc[i], a, b);
+    }
+    iters += inner;
+    elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  } while (elapsed < seconds);
+  alignas(64) float sink[VW];
+  vf s = vzero();
+  for (int i = 0; i < ACC; ++i) s = vadd(s, acc[i]);
+  vstore(sink, s);
+  volatile float keep = sink[0];
+  (void)keep;
+  return 2.0 * VW * ACC * static_cast<double>(iters) / elapsed * 1e-9;
+}
+
+void release_workspace() { workspace().release(); }
+
+}  // namespace
+
+const KernelTable table = {
+#define PYCONV_STR2(x) #x
+#define PYCONV_STR(x) PYCONV_STR2(x)
+    PYCONV_STR(PYCONV_ISA_NAME),
+    VW,
+    &conv2d_forward,
+    &conv2d_backward_data,
+    &conv2d_backward_weight,
+    &max_pool2d_forward,
+    &max_pool2d_backward,
+    &avg_pool2d_forward,
+    &avg_pool2d_backward,
+    &peak_gflops,
+    &release_workspace,
+};
+
+}  // namespace PYCONV_ISA_NAME
+}  // namespace pyconv

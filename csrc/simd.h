@@ -1,0 +1,70 @@
+// A minimal SIMD vocabulary over whatever instruction set this translation unit is compiled
+// for. kernels.cpp includes it once per ISA (see CMakeLists.txt), so the same kernel source
+// becomes an AVX-512, an AVX2 and a portable build. VW = floats per register.
+#pragma once
+
+#if defined(__AVX512F__) || defined(__AVX2__) || defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
+namespace pyconv {
+namespace PYCONV_ISA_NAME {
+
+#if defined(__AVX512F__)
+constexpr int VW = 16;
+constexpr int NUM_VREGS = 32;
+using vf = __m512;
+static inline vf vzero() { return _mm512_setzero_ps(); }
+static inline vf vload(const float* p) { return _mm512_loadu_ps(p); }
+static inline void vstore(float* p, vf v) { _mm512_storeu_ps(p, v); }
+static inline vf vset1(float x) { return _mm512_set1_ps(x); }
+static inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+static inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
+#elif defined(__AVX2__)
+constexpr int VW = 8;
+constexpr int NUM_VREGS = 16;
+using vf = __m256;
+static inline vf vzero() { return _mm256_setzero_ps(); }
+static inline vf vload(const float* p) { return _mm256_loadu_ps(p); }
+static inline void vstore(float* p, vf v) { _mm256_storeu_ps(p, v); }
+static inline vf vset1(float x) { return _mm256_set1_ps(x); }
+static inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+static inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
+#elif defined(__SSE2__)
+// Baseline x86-64: SSE2, no FMA (multiply then add).
+constexpr int VW = 4;
+constexpr int NUM_VREGS = 16;
+using vf = __m128;
+static inline vf vzero() { return _mm_setzero_ps(); }
+static inline vf vload(const float* p) { return _mm_loadu_ps(p); }
+static inline void vstore(float* p, vf v) { _mm_storeu_ps(p, v); }
+static inline vf vset1(float x) { return _mm_set1_ps(x); }
+static inline vf vfma(vf a, vf b, vf c) { return _mm_add_ps(_mm_mul_ps(a, b), c); }
+static inline vf vadd(vf a, vf b) { return _mm_add_ps(a, b); }
+#else
+// Any other CPU: plain C++ the compiler may auto-vectorize.
+constexpr int VW = 4;
+constexpr int NUM_VREGS = 16;
+struct vf {
+  float v[4];
+};
+static inline vf vzero() { return vf{{0.f, 0.f, 0.f, 0.f}}; }
+static inline vf vload(const float* p) { return vf{{p[0], p[1], p[2], p[3]}}; }
+static inline void vstore(float* p, vf a) {
+  for (int i = 0; i < 4; ++i) p[i] = a.v[i];
+}
+static inline vf vset1(float x) { return vf{{x, x, x, x}}; }
+static inline vf vfma(vf a, vf b, vf c) {
+  vf r;
+  for (int i = 0; i < 4; ++i) r.v[i] = a.v[i] * b.v[i] + c.v[i];
+  return r;
+}
+static inline vf vadd(vf a, vf b) {
+  vf r;
+  for (int i = 0; i < 4; ++i) r.v[i] = a.v[i] + b.v[i];
+  return r;
+}
+#endif
+
+}  // namespace PYCONV_ISA_NAME
+}  // namespace pyconv

@@ -1,0 +1,77 @@
+"""pyconv: fast, exact convolutional networks on the CPU.
+
+The hot paths live in the compiled module ``pyconv._core`` (C++, OpenMP, AVX-512/AVX2 chosen
+at run time); this package gives them a NumPy API (:mod:`pyconv.functional`).
+"""
+
+from __future__ import annotations
+
+import os as _os
+
+from . import _core
+
+__version__ = "0.1.0"
+
+_ISAS = ("avx512", "avx2", "generic")
+
+
+def available_isas() -> list[str]:
+    """Instruction sets this CPU can run, best first (always ends with ``"generic"``)."""
+    return list(_core.available_isas())
+
+
+def get_isa() -> str:
+    """The instruction set the kernels currently use."""
+    return _core.get_isa()
+
+
+def set_isa(name: str) -> None:
+    """Force the kernels onto ``name`` ("avx512", "avx2" or "generic"), e.g. to test a lower path.
+
+    Raises ValueError for an unknown name or one this CPU cannot run.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"isa name must be a str, got {type(name).__name__}")
+    _core.set_isa(name)
+
+
+def get_num_threads() -> int:
+    """Number of OpenMP threads each op uses (defaults to the number of cores)."""
+    return _core.get_num_threads()
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` >= 1 threads in every following op (takes effect at the next call)."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"num_threads must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"num_threads must be >= 1, got {n}")
+    _core.set_num_threads(n)
+
+
+def _apply_isa_env() -> None:
+    want = _os.environ.get("PYCONV_ISA", "").strip().lower()
+    if not want:
+        return
+    if want not in _ISAS:
+        raise ImportError(f"PYCONV_ISA must be one of {', '.join(_ISAS)}; got {want!r}")
+    if want not in available_isas():
+        raise ImportError(
+            f"PYCONV_ISA={want} but this CPU only supports {', '.join(available_isas())}"
+        )
+    _core.set_isa(want)
+
+
+_apply_isa_env()
+
+from . import functional  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "available_isas",
+    "functional",
+    "get_isa",
+    "get_num_threads",
+    "set_isa",
+    "set_num_threads",
+]

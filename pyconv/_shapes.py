@@ -1,0 +1,88 @@
+"""Shape arithmetic, in one place: integer arguments, padding rules and output sizes."""
+
+from __future__ import annotations
+
+import operator
+
+# (top, bottom, left, right)
+Pads = tuple[int, int, int, int]
+
+
+def as_int(value, name: str) -> int:
+    """An integer argument (Python or NumPy int, not bool)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+
+
+def pair(value, name: str, minimum: int) -> tuple[int, int]:
+    """An int or a pair of ints, each >= minimum."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+        out = (as_int(value[0], name), as_int(value[1], name))
+    else:
+        v = as_int(value, name)
+        out = (v, v)
+    if min(out) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return out
+
+
+def conv_output_size(size, kernel_size, stride=1, padding=0, dilation=1) -> int:
+    """floor((size + pad_lo + pad_hi - dilation*(k-1) - 1) / stride) + 1.
+
+    ``padding`` is an int (both sides) or a (lo, hi) pair. This is the lectures' formula
+    (W - F + 2P)/S + 1, extended with dilation.
+    """
+    size, k = as_int(size, "size"), as_int(kernel_size, "kernel_size")
+    s, d = as_int(stride, "stride"), as_int(dilation, "dilation")
+    if isinstance(padding, (tuple, list)):
+        lo, hi = (as_int(p, "padding") for p in padding)
+    else:
+        lo = hi = as_int(padding, "padding")
+    if k < 1 or s < 1 or d < 1 or lo < 0 or hi < 0:
+        raise ValueError("kernel_size, stride and dilation must be >= 1 and padding >= 0")
+    return (size + lo + hi - d * (k - 1) - 1) // s + 1
+
+
+def same_pads(size: int, k: int, s: int, d: int) -> tuple[int, int]:
+    """TF 'same': output ceil(size/s); extra odd padding goes to the bottom/right."""
+    out = -(-size // s)
+    total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def resolve_padding(padding, hw, kernel, stride, dilation) -> Pads:
+    """int | (ph, pw) | ((top, bottom), (left, right)) | "valid" | "same" -> 4 pads."""
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return (0, 0, 0, 0)
+        if mode == "same":
+            t, b = same_pads(hw[0], kernel[0], stride[0], dilation[0])
+            l, r = same_pads(hw[1], kernel[1], stride[1], dilation[1])
+            return (t, b, l, r)
+        raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(
+        isinstance(p, (tuple, list)) for p in padding
+    ):
+        (t, b), (l, r) = (pair(p, "padding", 0) for p in padding)
+        return (t, b, l, r)
+    ph, pw = pair(padding, "padding", 0)
+    return (ph, ph, pw, pw)
+
+
+def pool_output_size(size: int, k: int, s: int, lo: int, hi: int, ceil_mode: bool) -> int:
+    """PyTorch's pooling size rule; with ceil_mode the last window must start inside the
+    input or its leading padding."""
+    span = size + lo + hi - k
+    if span < 0:
+        return 0
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= size + lo:
+        out -= 1
+    return out

@@ -1,0 +1,338 @@
+"""NumPy-facing ops: conv2d and pooling with their gradients.
+
+PyTorch semantics at the boundary: activations NCHW (or NHWC with ``data_format="NHWC"``,
+also spelled "channels_first"/"channels_last"), weights OIHW (or HWIO with
+``weight_format="HWIO"``, the Keras layout). Inputs of any real dtype are converted to
+float32 (float64 and integer inputs are accepted and converted; compute is float32); views
+with any strides, including negative ones, are read in place. Outputs are new C-contiguous
+float32 arrays in the caller's layout.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from . import _core
+from ._shapes import as_int, conv_output_size, pair, pool_output_size, resolve_padding
+
+__all__ = [
+    "conv2d",
+    "conv2d_backward",
+    "conv_output_size",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "global_avg_pool2d",
+    "global_avg_pool2d_backward",
+]
+
+_FORMATS = {"NCHW": "NCHW", "CHANNELS_FIRST": "NCHW", "NHWC": "NHWC", "CHANNELS_LAST": "NHWC"}
+_AXES = {"NCHW": "(N, C, H, W)", "NHWC": "(N, H, W, C)"}
+
+
+# --- argument validation (the one place) -------------------------------------------------
+
+
+def _data_format(data_format) -> str:
+    if not isinstance(data_format, str) or data_format.upper() not in _FORMATS:
+        raise ValueError(
+            "data_format must be 'NCHW'/'channels_first' or 'NHWC'/'channels_last', "
+            f"got {data_format!r}"
+        )
+    return _FORMATS[data_format.upper()]
+
+
+def _float32(a, name: str) -> np.ndarray:
+    """Any real numeric array-like -> float32 ndarray (views kept when already float32)."""
+    if a is None or isinstance(a, (str, bytes, dict, set)):
+        raise TypeError(f"{name} must be an array, got {type(a).__name__}")
+    try:
+        arr = np.asarray(a)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be an array of numbers: {e}") from None
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.issubdtype(
+        arr.dtype, np.complexfloating
+    ):
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    arr = arr.astype(np.float32, copy=False)
+    if any(s % arr.itemsize for s in arr.strides):
+        arr = np.ascontiguousarray(arr)
+    return arr
+
+
+def _activation(a, name: str, fmt: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return (array, logical NCHW view of it)."""
+    arr = _float32(a, name)
+    if arr.ndim != 4:
+        raise ValueError(f"{name} must be 4-D {_AXES[fmt]}, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+    return arr, (arr.transpose(0, 3, 1, 2) if fmt == "NHWC" else arr)
+
+
+def _weight(w, weight_format) -> np.ndarray:
+    """Return the logical (O, C/groups, KH, KW) view of w."""
+    if not isinstance(weight_format, str) or weight_format.upper() not in ("OIHW", "HWIO"):
+        raise ValueError(f"weight_format must be 'OIHW' or 'HWIO', got {weight_format!r}")
+    wf = weight_format.upper()
+    arr = _float32(w, "w")
+    axes = "(O, C/groups, KH, KW)" if wf == "OIHW" else "(KH, KW, C/groups, O)"
+    if arr.ndim != 4:
+        raise ValueError(f"w must be 4-D {axes} for weight_format={wf!r}, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"w must not be empty, got shape {arr.shape}")
+    return arr.transpose(3, 2, 0, 1) if wf == "HWIO" else arr
+
+
+def _empty(fmt: str, n: int, c: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """A new array in layout fmt, and its logical NCHW view."""
+    if fmt == "NHWC":
+        out = np.empty((n, h, w, c), np.float32)
+        return out, out.transpose(0, 3, 1, 2)
+    out = np.empty((n, c, h, w), np.float32)
+    return out, out
+
+
+def _check_shape(view: np.ndarray, expected, name: str, fmt: str) -> None:
+    if tuple(view.shape) != tuple(expected):
+        n, c, h, w = expected
+        want = (n, h, w, c) if fmt == "NHWC" else (n, c, h, w)
+        got = view.transpose(0, 2, 3, 1).shape if fmt == "NHWC" else view.shape
+        raise ValueError(f"{name} must have shape {want} {_AXES[fmt]}, got {tuple(got)}")
+
+
+class _ConvGeometry:
+    """Validated conv2d arguments, shared by the forward and the backward."""
+
+    def __init__(self, xshape, wshape, stride, padding, dilation, groups):
+        n, c, h, w = xshape
+        o, cg, kh, kw = wshape
+        self.stride = pair(stride, "stride", 1)
+        self.dilation = pair(dilation, "dilation", 1)
+        self.groups = as_int(groups, "groups")
+        if self.groups < 1:
+            raise ValueError(f"groups must be >= 1, got {groups}")
+        if c % self.groups or o % self.groups:
+            raise ValueError(
+                f"groups={self.groups} must divide the input channels ({c}) and the output "
+                f"channels ({o})"
+            )
+        if cg * self.groups != c:
+            raise ValueError(
+                f"channel mismatch: x has {c} channels but w expects C/groups={cg} x "
+                f"groups={self.groups} = {cg * self.groups} (x shape {tuple(xshape)} NCHW, "
+                f"w shape {tuple(wshape)} OIHW)"
+            )
+        self.pads = resolve_padding(padding, (h, w), (kh, kw), self.stride, self.dilation)
+        t, b, l, r = self.pads
+        oh = conv_output_size(h, kh, self.stride[0], (t, b), self.dilation[0])
+        ow = conv_output_size(w, kw, self.stride[1], (l, r), self.dilation[1])
+        if oh < 1 or ow < 1:
+            raise ValueError(
+                f"kernel ({kh}x{kw}, dilation {self.dilation}) is larger than the padded input "
+                f"({h + t + b}x{w + l + r}) for x shape {tuple(xshape)} NCHW"
+            )
+        self.out_shape = (n, o, oh, ow)
+
+    def args(self):
+        return (*self.stride, *self.pads, *self.dilation, self.groups)
+
+
+# --- conv2d --------------------------------------------------------------------------------
+
+
+def conv2d(
+    x,
+    w,
+    bias=None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    data_format="NCHW",
+    weight_format="OIHW",
+) -> np.ndarray:
+    """2-D convolution (cross-correlation, as in every deep-learning library).
+
+    x: (N, C, H, W) or (N, H, W, C); w: (O, C/groups, KH, KW) or (KH, KW, C/groups, O);
+    bias: (O,) or None. padding: int, (ph, pw), ((top, bottom), (left, right)), "valid" or
+    "same" (TF rule: output ceil(in/stride), odd padding at the bottom/right).
+    Returns y: (N, O, OH, OW) or (N, OH, OW, O).
+    """
+    fmt = _data_format(data_format)
+    _, xv = _activation(x, "x", fmt)
+    wv = _weight(w, weight_format)
+    geo = _ConvGeometry(xv.shape, wv.shape, stride, padding, dilation, groups)
+    b = None
+    if bias is not None:
+        b = np.ascontiguousarray(_float32(bias, "bias"))
+        if b.shape != (wv.shape[0],):
+            raise ValueError(f"bias must have shape ({wv.shape[0]},), got {b.shape}")
+    y, yv = _empty(fmt, *geo.out_shape)
+    _core.conv2d_forward(xv, wv, b, yv, *geo.args())
+    return y
+
+
+def conv2d_backward(
+    grad_out,
+    x,
+    w,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    data_format="NCHW",
+    weight_format="OIHW",
+    grad_input=True,
+    grad_weight=True,
+    grad_bias=True,
+) -> tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]:
+    """Gradients of conv2d: (grad_x, grad_w, grad_bias), each None unless asked for.
+
+    grad_x has x's shape and layout, grad_w w's shape and layout, grad_bias shape (O,).
+    Each is computed on its own: grad_x needs only w (x for its shape), grad_w and grad_bias
+    need x and grad_out.
+    """
+    fmt = _data_format(data_format)
+    _, xv = _activation(x, "x", fmt)
+    wv = _weight(w, weight_format)
+    geo = _ConvGeometry(xv.shape, wv.shape, stride, padding, dilation, groups)
+    _, gyv = _activation(grad_out, "grad_out", fmt)
+    _check_shape(gyv, geo.out_shape, "grad_out", fmt)
+    gx = gw = gb = None
+    if grad_input:
+        gx, gxv = _empty(fmt, *xv.shape)
+        _core.conv2d_backward_data(gyv, wv, gxv, *geo.args())
+    if grad_weight or grad_bias:
+        gwv = None
+        if grad_weight:
+            o, cg, kh, kw = wv.shape
+            if weight_format.upper() == "HWIO":
+                gw = np.empty((kh, kw, cg, o), np.float32)
+                gwv = gw.transpose(3, 2, 0, 1)
+            else:
+                gw = gwv = np.empty((o, cg, kh, kw), np.float32)
+        gb = np.empty(wv.shape[0], np.float32) if grad_bias else None
+        _core.conv2d_backward_weight(gyv, xv, gwv, gb, *geo.args())
+    return gx, gw, gb
+
+
+# --- pooling -------------------------------------------------------------------------------
+
+
+class _PoolGeometry:
+    """Validated pooling arguments (PyTorch rules), shared by the forward and the backward."""
+
+    def __init__(self, xshape, kernel_size, stride, padding, ceil_mode):
+        n, c, h, w = xshape
+        self.kernel = pair(kernel_size, "kernel_size", 1)
+        self.stride = self.kernel if stride is None else pair(stride, "stride", 1)
+        if not isinstance(ceil_mode, (bool, np.bool_)):
+            raise TypeError(f"ceil_mode must be a bool, got {type(ceil_mode).__name__}")
+        if not isinstance(padding, str):
+            ph, pw = pair(padding, "padding", 0)
+            if ph > self.kernel[0] // 2 or pw > self.kernel[1] // 2:
+                raise ValueError(
+                    f"padding {padding!r} must be at most half the kernel_size {self.kernel}"
+                )
+        self.pads = resolve_padding(padding, (h, w), self.kernel, self.stride, (1, 1))
+        t, b, l, r = self.pads
+        oh = pool_output_size(h, self.kernel[0], self.stride[0], t, b, bool(ceil_mode))
+        ow = pool_output_size(w, self.kernel[1], self.stride[1], l, r, bool(ceil_mode))
+        if oh < 1 or ow < 1:
+            raise ValueError(
+                f"kernel_size {self.kernel} is larger than the padded input "
+                f"({h + t + b}x{w + l + r}) for x shape {tuple(xshape)} NCHW"
+            )
+        self.out_shape = (n, c, oh, ow)
+
+    def args(self):
+        return (*self.kernel, *self.stride, *self.pads)
+
+
+def _pool_setup(x, kernel_size, stride, padding, ceil_mode, data_format):
+    fmt = _data_format(data_format)
+    _, xv = _activation(x, "x", fmt)
+    return fmt, xv, _PoolGeometry(xv.shape, kernel_size, stride, padding, ceil_mode)
+
+
+def _pool_grad_out(grad_out, geo, fmt):
+    _, gyv = _activation(grad_out, "grad_out", fmt)
+    _check_shape(gyv, geo.out_shape, "grad_out", fmt)
+    return gyv
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, data_format="NCHW"):
+    """Max pooling (stride defaults to kernel_size; padded cells never win; NaN propagates)."""
+    fmt, xv, geo = _pool_setup(x, kernel_size, stride, padding, ceil_mode, data_format)
+    y, yv = _empty(fmt, *geo.out_shape)
+    _core.max_pool2d_forward(xv, yv, *geo.args())
+    return y
+
+
+def max_pool2d_backward(
+    grad_out, x, kernel_size, stride=None, padding=0, ceil_mode=False, data_format="NCHW"
+):
+    """Gradient of max_pool2d w.r.t. x: each window's grad goes to its (first) max."""
+    fmt, xv, geo = _pool_setup(x, kernel_size, stride, padding, ceil_mode, data_format)
+    gyv = _pool_grad_out(grad_out, geo, fmt)
+    gx, gxv = _empty(fmt, *xv.shape)
+    _core.max_pool2d_backward(gyv, xv, gxv, *geo.args())
+    return gx
+
+
+def avg_pool2d(
+    x,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode=False,
+    count_include_pad=True,
+    data_format="NCHW",
+):
+    """Average pooling with PyTorch's divisor rules (count_include_pad, ceil_mode)."""
+    fmt, xv, geo = _pool_setup(x, kernel_size, stride, padding, ceil_mode, data_format)
+    y, yv = _empty(fmt, *geo.out_shape)
+    _core.avg_pool2d_forward(xv, yv, *geo.args(), bool(count_include_pad))
+    return y
+
+
+def avg_pool2d_backward(
+    grad_out,
+    x,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode=False,
+    count_include_pad=True,
+    data_format="NCHW",
+):
+    """Gradient of avg_pool2d w.r.t. x (x is used for its shape only)."""
+    fmt, xv, geo = _pool_setup(x, kernel_size, stride, padding, ceil_mode, data_format)
+    gyv = _pool_grad_out(grad_out, geo, fmt)
+    gx, gxv = _empty(fmt, *xv.shape)
+    _core.avg_pool2d_backward(gyv, gxv, *geo.args(), bool(count_include_pad))
+    return gx
+
+
+def global_avg_pool2d(x, data_format="NCHW", keepdims=False):
+    """Mean over H and W: (N, C), or (N, C, 1, 1) / (N, 1, 1, C) with keepdims."""
+    fmt = _data_format(data_format)
+    _, xv = _activation(x, "x", fmt)
+    y = avg_pool2d(x, xv.shape[2:], data_format=fmt)
+    return y if keepdims else y.reshape(y.shape[0], -1)
+
+
+def global_avg_pool2d_backward(grad_out, x, data_format="NCHW"):
+    """Gradient of global_avg_pool2d; grad_out is (N, C) or the keepdims shape."""
+    fmt = _data_format(data_format)
+    _, xv = _activation(x, "x", fmt)
+    n, c = xv.shape[:2]
+    g = _float32(grad_out, "grad_out")
+    if g.size != n * c or g.shape not in ((n, c), (n, c, 1, 1), (n, 1, 1, c)):
+        raise ValueError(f"grad_out must have shape ({n}, {c}), got {g.shape}")
+    g = g.reshape((n, c, 1, 1) if fmt == "NCHW" else (n, 1, 1, c))
+    return avg_pool2d_backward(g, x, xv.shape[2:], data_format=fmt)
