@@ -56,15 +56,14 @@ void expect_shape(const V& v, const char* name, int64_t n, int64_t c, int64_t h,
   if (v.n != n || v.c != c || v.h != h || v.w != w)
     fail(std::string(name) + " has logical shape (" + std::to_string(v.n) + ", " +
          std::to_string(v.c) + ", " + std::to_string(v.h) + ", " + std::to_string(v.w) +
-         "), expected (" + std::to_string(n) + ", " + std::to_string(c) + ", " +
-         std::to_string(h) + ", " + std::to_string(w) + ")");
+         "), expected (" + std::to_string(n) + ", " + std::to_string(c) + ", " + std::to_string(h) +
+         ", " + std::to_string(w) + ")");
 }
 
 // Geometry from x (N,C,H,W) and w (O,C/G,KH,KW), and the output size it implies. Any
 // inconsistency is an error here, before a kernel runs.
-ConvParams conv_params(const ConstView4& x, const ConstView4& w, int64_t sh, int64_t sw,
-                       int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t dh, int64_t dw,
-                       int64_t groups) {
+ConvParams conv_params(const ConstView4& x, const ConstView4& w, int64_t sh, int64_t sw, int64_t pt,
+                       int64_t pb, int64_t pl, int64_t pr, int64_t dh, int64_t dw, int64_t groups) {
   if (sh < 1 || sw < 1) fail("stride must be >= 1");
   if (dh < 1 || dw < 1) fail("dilation must be >= 1");
   if (pt < 0 || pb < 0 || pl < 0 || pr < 0) fail("padding must be >= 0");
@@ -103,8 +102,8 @@ void conv2d_forward(const py::array& x, const py::array& w, const OptArray& bias
   expect_shape(yv, "y", p.N, p.O, p.OH, p.OW);
   const float* b = nullptr;
   if (bias) {
-    if (!bias->dtype().is(py::dtype::of<float>()) || bias->ndim() != 1 ||
-        bias->shape(0) != p.O || !(bias->flags() & py::array::c_style))
+    if (!bias->dtype().is(py::dtype::of<float>()) || bias->ndim() != 1 || bias->shape(0) != p.O ||
+        !(bias->flags() & py::array::c_style))
       fail("bias must be a contiguous float32 array of shape (" + std::to_string(p.O) + ",)");
     b = static_cast<const float*>(bias->data());
   }
@@ -125,9 +124,9 @@ void conv2d_backward_data(const py::array& gy, const py::array& w, py::array& gx
   pyconv::active_kernels().conv2d_backward_data(p, gyv, wv, gxv, nt);
 }
 
-void conv2d_backward_weight(const py::array& gy, const py::array& x, OptArray& gw,
-                            OptArray& gbias, int64_t sh, int64_t sw, int64_t pt, int64_t pb,
-                            int64_t pl, int64_t pr, int64_t dh, int64_t dw, int64_t groups) {
+void conv2d_backward_weight(const py::array& gy, const py::array& x, OptArray& gw, OptArray& gbias,
+                            int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
+                            int64_t dh, int64_t dw, int64_t groups) {
   auto gyv = cview(gy, "grad_out"), xv = cview(x, "x");
   if (!gw && !gbias) return;
   // The weight shape comes from gw when asked for it; for a bias-only call the kernel size
@@ -138,8 +137,8 @@ void conv2d_backward_weight(const py::array& gy, const py::array& x, OptArray& g
     gwv = mview(*gw, "grad_w");
     p = conv_params(xv, gwv.as_const(), sh, sw, pt, pb, pl, pr, dh, dw, groups);
   } else {
-    p = ConvParams{xv.n, xv.c, xv.h, xv.w, gyv.c, 1, 1, gyv.h, gyv.w, sh, sw, dh, dw,
-                   pt, pb, pl, pr, groups};
+    p = ConvParams{xv.n, xv.c, xv.h, xv.w, gyv.c, 1,  1,  gyv.h, gyv.w,
+                   sh,   sw,   dh,   dw,   pt,    pb, pl, pr,    groups};
     if (groups < 1 || xv.c % groups || gyv.c % groups) fail("groups must divide the channels");
   }
   expect_shape(gyv, "grad_out", p.N, p.O, p.OH, p.OW);
@@ -197,8 +196,8 @@ void avg_pool2d_backward(const py::array& gy, py::array& gx, int64_t kh, int64_t
                          bool count_include_pad) {
   auto gyv = cview(gy, "grad_out");
   auto gxv = mview(gx, "grad_x");
-  PoolParams p = pool_params(gxv.as_const(), kh, kw, sh, sw, pt, pb, pl, pr, gyv.h, gyv.w,
-                             count_include_pad);
+  PoolParams p =
+      pool_params(gxv.as_const(), kh, kw, sh, sw, pt, pb, pl, pr, gyv.h, gyv.w, count_include_pad);
   expect_shape(gyv, "grad_out", p.N, p.C, p.OH, p.OW);
   const int nt = pyconv::get_num_threads();
   py::gil_scoped_release nogil;
@@ -229,14 +228,14 @@ PYBIND11_MODULE(_core, m) {
         arg("pad_t"), arg("pad_b"), arg("pad_l"), arg("pad_r"), arg("dil_h"), arg("dil_w"),
         arg("groups"));
   m.def("max_pool2d_forward", &max_pool2d_forward, arg("x"), arg("y"), arg("kernel_h"),
-        arg("kernel_w"), arg("stride_h"), arg("stride_w"), arg("pad_t"), arg("pad_b"),
-        arg("pad_l"), arg("pad_r"));
+        arg("kernel_w"), arg("stride_h"), arg("stride_w"), arg("pad_t"), arg("pad_b"), arg("pad_l"),
+        arg("pad_r"));
   m.def("max_pool2d_backward", &max_pool2d_backward, arg("grad_out"), arg("x"), arg("grad_x"),
         arg("kernel_h"), arg("kernel_w"), arg("stride_h"), arg("stride_w"), arg("pad_t"),
         arg("pad_b"), arg("pad_l"), arg("pad_r"));
   m.def("avg_pool2d_forward", &avg_pool2d_forward, arg("x"), arg("y"), arg("kernel_h"),
-        arg("kernel_w"), arg("stride_h"), arg("stride_w"), arg("pad_t"), arg("pad_b"),
-        arg("pad_l"), arg("pad_r"), arg("count_include_pad"));
+        arg("kernel_w"), arg("stride_h"), arg("stride_w"), arg("pad_t"), arg("pad_b"), arg("pad_l"),
+        arg("pad_r"), arg("count_include_pad"));
   m.def("avg_pool2d_backward", &avg_pool2d_backward, arg("grad_out"), arg("grad_x"),
         arg("kernel_h"), arg("kernel_w"), arg("stride_h"), arg("stride_w"), arg("pad_t"),
         arg("pad_b"), arg("pad_l"), arg("pad_r"), arg("count_include_pad"));

@@ -39,11 +39,11 @@ struct View4 {
 // Shape arithmetic is done once, in Python (pyconv/_shapes.py); the core receives the
 // resolved geometry and re-checks it (check_conv_params) so a direct _core call can't crash.
 struct ConvParams {
-  int64_t N, C, H, W;          // input
-  int64_t O, KH, KW;           // output channels, kernel size
-  int64_t OH, OW;              // output size
-  int64_t stride_h, stride_w;  // >= 1
-  int64_t dil_h, dil_w;        // >= 1
+  int64_t N, C, H, W;                  // input
+  int64_t O, KH, KW;                   // output channels, kernel size
+  int64_t OH, OW;                      // output size
+  int64_t stride_h, stride_w;          // >= 1
+  int64_t dil_h, dil_w;                // >= 1
   int64_t pad_t, pad_b, pad_l, pad_r;  // >= 0 (asymmetric "same" padding allowed)
   int64_t groups;                      // divides C and O
 };

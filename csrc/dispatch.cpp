@@ -72,8 +72,8 @@ bool isa_supported(const char* name) { return table_for(name) && cpu_has(name); 
 
 void set_isa(const char* name) {
   if (!table_for(name))
-    throw std::invalid_argument(std::string("isa must be one of 'avx512', 'avx2', 'generic', got '") +
-                                name + "'");
+    throw std::invalid_argument(
+        std::string("isa must be one of 'avx512', 'avx2', 'generic', got '") + name + "'");
   if (!cpu_has(name))
     throw std::invalid_argument(std::string("isa '") + name + "' is not supported by this CPU");
   g_table.store(table_for(name));

@@ -167,27 +167,41 @@ Tiling choose_tiling(int64_t channels) {
 }
 
 struct TileArgs {
-  const float* in;       // first pixel, first channel
-  int64_t in_pix;        // stride between consecutive pixels of the tile
-  const int64_t* in_off; // [ntaps] offsets of each tap
-  const int64_t* w_off;  // [ntaps] offsets into w of each tap
+  const float* in;        // first pixel, first channel
+  int64_t in_pix;         // stride between consecutive pixels of the tile
+  const int64_t* in_off;  // [ntaps] offsets of each tap
+  const int64_t* w_off;   // [ntaps] offsets into w of each tap
   int ntaps;
-  int64_t C;             // channels reduced per tap
-  const float* w;        // packed [..][C][NT]
-  float* out;            // first pixel, first output channel of the tile
-  int64_t out_pix;       // stride between output pixels
-  int oc_valid;          // output channels actually stored (<= NT)
-  const float* bias;     // [NT] or null
+  int64_t C;          // channels reduced per tap
+  const float* w;     // packed [..][C][NT]
+  float* out;         // first pixel, first output channel of the tile
+  int64_t out_pix;    // stride between output pixels
+  int oc_valid;       // output channels actually stored (<= NT)
+  const float* bias;  // [NT] or null (ignored when accumulating)
+  bool accumulate;    // start from the values already in out (a later channel chunk)
 };
 
 template <int P, int NV>
 void conv_tile(const TileArgs& a) {
   constexpr int NT = NV * VW;
   vf acc[P][NV];
+  if (a.accumulate && a.oc_valid == NT) {
 #pragma GCC unroll 32
-  for (int p = 0; p < P; ++p)
+    for (int p = 0; p < P; ++p)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[p][v] = a.bias ? vload(a.bias + v * VW) : vzero();
+      for (int v = 0; v < NV; ++v) acc[p][v] = vload(a.out + p * a.out_pix + v * VW);
+  } else if (a.accumulate) {  // partial tile: never read past the valid channels
+    alignas(64) float tmp[NT] = {};
+    for (int p = 0; p < P; ++p) {
+      std::memcpy(tmp, a.out + p * a.out_pix, sizeof(float) * a.oc_valid);
+      for (int v = 0; v < NV; ++v) acc[p][v] = vload(tmp + v * VW);
+    }
+  } else {
+#pragma GCC unroll 32
+    for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[p][v] = a.bias ? vload(a.bias + v * VW) : vzero();
+  }
   for (int t = 0; t < a.ntaps; ++t) {
     const float* ip = a.in + a.in_off[t];
     const float* wp = a.w + a.w_off[t];
@@ -251,6 +265,43 @@ inline void conv_row(const Tiling& t, TileArgs a, int64_t count) {
   if (done < count) conv_tile_fn(t.nv, static_cast<int>(count - done))(a);
 }
 
+// Weights -> [g][tile][tap][c][NT]: lanes are output channels (forward), zero past Og.
+// Parallel over lanes; each lane reads its filter contiguously (OIHW) and writes strided.
+void pack_weights_forward(ConstView4 w, int64_t G, const Tiling& tl, float* dst, int nthreads) {
+  const int64_t Og = w.n / G, Cg = w.c, T = w.h * w.w, wtile = T * Cg * tl.nt;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t lane = 0; lane < G * tl.ntl * tl.nt; ++lane) {
+    const int64_t g = lane / (tl.ntl * tl.nt), o = lane % (tl.ntl * tl.nt);
+    float* d = dst + (g * tl.ntl + o / tl.nt) * wtile + o % tl.nt;
+    for (int64_t c = 0; c < Cg; ++c)
+      for (int64_t t = 0; t < T; ++t)
+        d[(t * Cg + c) * tl.nt] = o < Og ? w.at(g * Og + o, c, t / w.w, t % w.w) : 0.f;
+  }
+}
+
+// Weights -> [g][tile][tap][o][NT]: lanes are input channels (backward-data), zero past Cg.
+void pack_weights_transposed(ConstView4 w, int64_t G, const Tiling& tl, float* dst, int nthreads) {
+  const int64_t Og = w.n / G, Cg = w.c, T = w.h * w.w, wtile = T * Og * tl.nt;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t lane = 0; lane < G * tl.ntl * tl.nt; ++lane) {
+    const int64_t g = lane / (tl.ntl * tl.nt), c = lane % (tl.ntl * tl.nt);
+    float* d = dst + (g * tl.ntl + c / tl.nt) * wtile + c % tl.nt;
+    for (int64_t o = 0; o < Og; ++o)
+      for (int64_t t = 0; t < T; ++t)
+        d[(t * Og + o) * tl.nt] = c < Cg ? w.at(g * Og + o, c, t / w.w, t % w.w) : 0.f;
+  }
+}
+
+// Input channels per reduction chunk, so one chunk of a tile's weights (T x chunk x NT
+// floats) stays within about half of a 1 MiB L2 while the tile sweeps a row of pixels.
+// (An L1-sized chunk was measured slower: reloading the accumulators costs more than the
+// L2 weight traffic it saves.)
+int64_t channel_chunk(int64_t channels, int64_t T, const Tiling& tl) {
+  const int64_t fit = std::max<int64_t>(8, (512 * 1024) / (T * tl.nt * 4));
+  if (channels <= fit + fit / 2) return channels;
+  return fit;
+}
+
 // ---------------------------------------------------------------------------------------
 // conv2d forward. x: (N,C,H,W) view, w: (O,C/G,KH,KW) view, y: (N,O,OH,OW) view.
 // ---------------------------------------------------------------------------------------
@@ -268,20 +319,10 @@ void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float
     pack_padded_nhwc(x, p.pad_t, p.pad_b, p.pad_l, p.pad_r, 1, p.C, buf, nthreads);
     xp = buf;
   }
-  // Weights -> wp[g][tile][tap][c][NT], zero beyond Og; bias -> bp[g][tile][NT].
+  // Weights -> wp[g][tile][tap][c][NT]; bias -> bp[g][tile][NT], zero beyond Og.
   const int64_t wtile = T * Cg * tl.nt;
   float* wp = ws.get(WS_W, G * tl.ntl * wtile);
-  for (int64_t g = 0; g < G; ++g)
-    for (int64_t ot = 0; ot < tl.ntl; ++ot)
-      for (int64_t kh = 0; kh < p.KH; ++kh)
-        for (int64_t kw = 0; kw < p.KW; ++kw)
-          for (int64_t c = 0; c < Cg; ++c) {
-            float* d = wp + (g * tl.ntl + ot) * wtile + ((kh * p.KW + kw) * Cg + c) * tl.nt;
-            for (int64_t l = 0; l < tl.nt; ++l) {
-              const int64_t o = ot * tl.nt + l;
-              d[l] = o < Og ? w.at(g * Og + o, c, kh, kw) : 0.f;
-            }
-          }
+  pack_weights_forward(w, G, tl, wp, nthreads);
   float* bp = nullptr;
   if (bias) {
     bp = ws.get(WS_BIAS, G * tl.ntl * tl.nt);
@@ -298,6 +339,7 @@ void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float
 
   const bool direct_out = is_dense_nhwc(y);
   float* yo = direct_out ? y.data : ws.get(WS_OUT, p.N * p.OH * p.OW * p.O);
+  const int64_t cchunk = channel_chunk(Cg, T, tl);
   const int64_t tasks = G * tl.ntl * p.N * p.OH;
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t task = 0; task < tasks; ++task) {
@@ -309,13 +351,18 @@ void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float
     a.in_off = in_off.data();
     a.w_off = w_off.data();
     a.ntaps = static_cast<int>(T);
-    a.C = Cg;
-    a.w = wp + (g * tl.ntl + ot) * wtile;
     a.out = yo + ((n * p.OH + oh) * p.OW) * p.O + g * Og + ot * tl.nt;
     a.out_pix = p.O;
     a.oc_valid = static_cast<int>(std::min<int64_t>(tl.nt, Og - ot * tl.nt));
     a.bias = bp ? bp + (g * tl.ntl + ot) * tl.nt : nullptr;
-    conv_row(tl, a, p.OW);
+    const float* in_row = a.in;
+    for (int64_t c0 = 0; c0 < Cg; c0 += cchunk) {
+      a.in = in_row + c0;
+      a.w = wp + (g * tl.ntl + ot) * wtile + c0 * tl.nt;
+      a.C = std::min(cchunk, Cg - c0);
+      a.accumulate = c0 > 0;
+      conv_row(tl, a, p.OW);
+    }
   }
   if (!direct_out) unpack_nhwc(yo, y, nthreads);
 }
@@ -343,16 +390,7 @@ void conv2d_backward_data(const ConvParams& p, ConstView4 gy, ConstView4 w, View
   // Weights -> wT[g][tile][tap][o][NT]: lanes are input channels c.
   const int64_t wtile = T * Og * tl.nt;
   float* wt = ws.get(WS_W, G * tl.ntl * wtile);
-  for (int64_t g = 0; g < G; ++g)
-    for (int64_t it = 0; it < tl.ntl; ++it)
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t o = 0; o < Og; ++o) {
-          float* d = wt + (g * tl.ntl + it) * wtile + (t * Og + o) * tl.nt;
-          for (int64_t l = 0; l < tl.nt; ++l) {
-            const int64_t c = it * tl.nt + l;
-            d[l] = c < Cg ? w.at(g * Og + o, c, t / p.KW, t % p.KW) : 0.f;
-          }
-        }
+  pack_weights_transposed(w, G, tl, wt, nthreads);
   const bool direct_out = is_dense_nhwc(gx);
   float* gxo = direct_out ? gx.data : ws.get(WS_OUT, p.N * p.H * p.W * p.C);
   const int64_t phases = std::min(sw, p.W);
@@ -382,6 +420,7 @@ void conv2d_backward_data(const ConvParams& p, ConstView4 gy, ConstView4 w, View
       a.out_pix = sw * p.C;
       a.oc_valid = static_cast<int>(std::min<int64_t>(tl.nt, Cg - it * tl.nt));
       a.bias = nullptr;
+      a.accumulate = false;
       for (int64_t r = 0; r < phases; ++r) {
         int nt = 0;
         for (int i = 0; i < nkh; ++i) {
@@ -415,13 +454,13 @@ void conv2d_backward_data(const ConvParams& p, ConstView4 gy, ConstView4 w, View
 // are processed in chunks that stay in L2 while every owned output tile passes over them.
 // ---------------------------------------------------------------------------------------
 struct WgradArgs {
-  const float* x;   // x_pad at (n=0, row 0, col 0) + tap offset + first input channel
-  const float* gy;  // gy at (pixel 0) + first output channel of the tile
-  int64_t row0, row1;   // flattened (n, oh) output rows to reduce over
+  const float* x;      // x_pad at (n=0, row 0, col 0) + tap offset + first input channel
+  const float* gy;     // gy at (pixel 0) + first output channel of the tile
+  int64_t row0, row1;  // flattened (n, oh) output rows to reduce over
   int64_t OH, OW;
   int64_t x_img, x_row, x_pix;  // x strides: per image, per output row, per output pixel
   int64_t g_pix;                // gy stride per output pixel
-  float* acc;        // dw accumulator block [I][acc_row] (read-modify-write)
+  float* acc;                   // dw accumulator block [I][acc_row] (read-modify-write)
   int64_t acc_row;
 };
 
@@ -594,8 +633,7 @@ void zero_view(View4 v, int64_t n, int64_t c0, int64_t c1) {
       for (int64_t w = 0; w < v.w; ++w) v.at(n, c, h, w) = 0.f;
 }
 
-void max_pool2d_backward(const PoolParams& p, ConstView4 gy, ConstView4 x, View4 gx,
-                         int nthreads) {
+void max_pool2d_backward(const PoolParams& p, ConstView4 gy, ConstView4 x, View4 gx, int nthreads) {
   for_pool_blocks(p, nthreads, [&](int64_t n, int64_t c0, int64_t c1) {
     zero_view(gx, n, c0, c1);
     for (int64_t oh = 0; oh < p.OH; ++oh) {

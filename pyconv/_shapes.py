@@ -67,8 +67,10 @@ def resolve_padding(padding, hw, kernel, stride, dilation) -> Pads:
             l, r = same_pads(hw[1], kernel[1], stride[1], dilation[1])
             return (t, b, l, r)
         raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
-    if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(
-        isinstance(p, (tuple, list)) for p in padding
+    if (
+        isinstance(padding, (tuple, list))
+        and len(padding) == 2
+        and all(isinstance(p, (tuple, list)) for p in padding)
     ):
         (t, b), (l, r) = (pair(p, "padding", 0) for p in padding)
         return (t, b, l, r)

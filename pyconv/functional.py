@@ -10,8 +10,6 @@ float32 arrays in the caller's layout.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from . import _core
@@ -189,7 +187,7 @@ def conv2d_backward(
     grad_input=True,
     grad_weight=True,
     grad_bias=True,
-) -> tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]:
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Gradients of conv2d: (grad_x, grad_w, grad_bias), each None unless asked for.
 
     grad_x has x's shape and layout, grad_w w's shape and layout, grad_bias shape (O,).

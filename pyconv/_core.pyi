@@ -1,0 +1,113 @@
+"""Type stubs for the compiled core (csrc/bindings.cpp). Private: use pyconv.functional.
+
+Every array argument is a float32 4-D view in *logical* order (N, C, H, W) for activations and
+(O, C/groups, KH, KW) for weights, with any strides; outputs are preallocated by the caller.
+"""
+
+import numpy as np
+import numpy.typing as npt
+
+_F32 = npt.NDArray[np.float32]
+
+def conv2d_forward(
+    x: _F32,
+    w: _F32,
+    bias: _F32 | None,
+    y: _F32,
+    stride_h: int,
+    stride_w: int,
+    pad_t: int,
+    pad_b: int,
+    pad_l: int,
+    pad_r: int,
+    dil_h: int,
+    dil_w: int,
+    groups: int,
+) -> None: ...
+def conv2d_backward_data(
+    grad_out: _F32,
+    w: _F32,
+    grad_x: _F32,
+    stride_h: int,
+    stride_w: int,
+    pad_t: int,
+    pad_b: int,
+    pad_l: int,
+    pad_r: int,
+    dil_h: int,
+    dil_w: int,
+    groups: int,
+) -> None: ...
+def conv2d_backward_weight(
+    grad_out: _F32,
+    x: _F32,
+    grad_w: _F32 | None,
+    grad_bias: _F32 | None,
+    stride_h: int,
+    stride_w: int,
+    pad_t: int,
+    pad_b: int,
+    pad_l: int,
+    pad_r: int,
+    dil_h: int,
+    dil_w: int,
+    groups: int,
+) -> None: ...
+def max_pool2d_forward(
+    x: _F32,
+    y: _F32,
+    kernel_h: int,
+    kernel_w: int,
+    stride_h: int,
+    stride_w: int,
+    pad_t: int,
+    pad_b: int,
+    pad_l: int,
+    pad_r: int,
+) -> None: ...
+def max_pool2d_backward(
+    grad_out: _F32,
+    x: _F32,
+    grad_x: _F32,
+    kernel_h: int,
+    kernel_w: int,
+    stride_h: int,
+    stride_w: int,
+    pad_t: int,
+    pad_b: int,
+    pad_l: int,
+    pad_r: int,
+) -> None: ...
+def avg_pool2d_forward(
+    x: _F32,
+    y: _F32,
+    kernel_h: int,
+    kernel_w: int,
+    stride_h: int,
+    stride_w: int,
+    pad_t: int,
+    pad_b: int,
+    pad_l: int,
+    pad_r: int,
+    count_include_pad: bool,
+) -> None: ...
+def avg_pool2d_backward(
+    grad_out: _F32,
+    grad_x: _F32,
+    kernel_h: int,
+    kernel_w: int,
+    stride_h: int,
+    stride_w: int,
+    pad_t: int,
+    pad_b: int,
+    pad_l: int,
+    pad_r: int,
+    count_include_pad: bool,
+) -> None: ...
+def get_isa() -> str: ...
+def set_isa(name: str) -> None: ...
+def available_isas() -> list[str]: ...
+def get_num_threads() -> int: ...
+def set_num_threads(n: int) -> None: ...
+def peak_gflops(seconds: float = 0.2) -> float: ...
+def release_workspace() -> None: ...
