@@ -167,41 +167,31 @@ Tiling choose_tiling(int64_t channels) {
 }
 
 struct TileArgs {
-  const float* in;        // first pixel, first channel
-  int64_t in_pix;         // stride between consecutive pixels of the tile
-  const int64_t* in_off;  // [ntaps] offsets of each tap
-  const int64_t* w_off;   // [ntaps] offsets into w of each tap
+  const float* in;         // input at channel 0 (and pixel 0 for strided tiles)
+  int64_t in_pix;          // strided tiles: stride between consecutive pixels
+  const int64_t* pix_off;  // gathered tiles: [P] offset of each pixel
+  const int64_t* in_off;   // [ntaps] offsets of each tap
+  const int64_t* w_off;    // [ntaps] offsets into w of each tap
   int ntaps;
   int64_t C;          // channels reduced per tap
   const float* w;     // packed [..][C][NT]
   float* out;         // first pixel, first output channel of the tile
   int64_t out_pix;    // stride between output pixels
   int oc_valid;       // output channels actually stored (<= NT)
-  const float* bias;  // [NT] or null (ignored when accumulating)
-  bool accumulate;    // start from the values already in out (a later channel chunk)
+  const float* bias;  // [NT] or null
 };
 
-template <int P, int NV>
+template <int P, int NV, bool GATHER>
 void conv_tile(const TileArgs& a) {
   constexpr int NT = NV * VW;
   vf acc[P][NV];
-  if (a.accumulate && a.oc_valid == NT) {
 #pragma GCC unroll 32
-    for (int p = 0; p < P; ++p)
+  for (int p = 0; p < P; ++p)
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[p][v] = vload(a.out + p * a.out_pix + v * VW);
-  } else if (a.accumulate) {  // partial tile: never read past the valid channels
-    alignas(64) float tmp[NT] = {};
-    for (int p = 0; p < P; ++p) {
-      std::memcpy(tmp, a.out + p * a.out_pix, sizeof(float) * a.oc_valid);
-      for (int v = 0; v < NV; ++v) acc[p][v] = vload(tmp + v * VW);
-    }
-  } else {
+    for (int v = 0; v < NV; ++v) acc[p][v] = a.bias ? vload(a.bias + v * VW) : vzero();
+  int64_t po[P];  // pixel offsets: a stride, or a table when a tile wraps across rows
 #pragma GCC unroll 32
-    for (int p = 0; p < P; ++p)
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[p][v] = a.bias ? vload(a.bias + v * VW) : vzero();
-  }
+  for (int p = 0; p < P; ++p) po[p] = GATHER ? a.pix_off[p] : p * a.in_pix;
   for (int t = 0; t < a.ntaps; ++t) {
     const float* ip = a.in + a.in_off[t];
     const float* wp = a.w + a.w_off[t];
@@ -211,7 +201,7 @@ void conv_tile(const TileArgs& a) {
       for (int v = 0; v < NV; ++v) wv[v] = vload(wp + c * NT + v * VW);
 #pragma GCC unroll 32
       for (int p = 0; p < P; ++p) {
-        const vf xb = vset1(ip[p * a.in_pix + c]);
+        const vf xb = vset1(ip[po[p] + c]);
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) acc[p][v] = vfma(xb, wv[v], acc[p][v]);
       }
@@ -233,20 +223,21 @@ void conv_tile(const TileArgs& a) {
 
 using TileFn = void (*)(const TileArgs&);
 
-template <int NV, int... Ps>
+template <int NV, bool GATHER, int... Ps>
 constexpr std::array<TileFn, sizeof...(Ps)> conv_tile_row(std::integer_sequence<int, Ps...>) {
-  return {&conv_tile<Ps + 1, NV>...};
+  return {&conv_tile<Ps + 1, NV, GATHER>...};
 }
 
-// conv_tile_fn(nv, p): the instantiation for nv vectors x p pixels (1 <= p <= pmax_for(nv)).
+// conv_tile_fn<GATHER>(nv, p): the instantiation for nv vectors x p pixels, 1 <= p <= pmax.
+template <bool GATHER>
 TileFn conv_tile_fn(int nv, int p) {
-  static const auto r1 = conv_tile_row<1>(std::make_integer_sequence<int, pmax_for(1)>{});
-  static const auto r2 = conv_tile_row<2>(std::make_integer_sequence<int, pmax_for(2)>{});
+  static const auto r1 = conv_tile_row<1, GATHER>(std::make_integer_sequence<int, pmax_for(1)>{});
+  static const auto r2 = conv_tile_row<2, GATHER>(std::make_integer_sequence<int, pmax_for(2)>{});
   if (nv == 1) return r1[p - 1];
   if (nv == 2) return r2[p - 1];
   if constexpr (NV_MAX >= 4) {
-    static const auto r3 = conv_tile_row<3>(std::make_integer_sequence<int, pmax_for(3)>{});
-    static const auto r4 = conv_tile_row<4>(std::make_integer_sequence<int, pmax_for(4)>{});
+    static const auto r3 = conv_tile_row<3, GATHER>(std::make_integer_sequence<int, pmax_for(3)>{});
+    static const auto r4 = conv_tile_row<4, GATHER>(std::make_integer_sequence<int, pmax_for(4)>{});
     if (nv == 3) return r3[p - 1];
     return r4[p - 1];
   }
@@ -255,27 +246,32 @@ TileFn conv_tile_fn(int nv, int p) {
 
 // Run a row of `count` output pixels through tiles of up to t.pmax pixels.
 inline void conv_row(const Tiling& t, TileArgs a, int64_t count) {
-  const TileFn full = conv_tile_fn(t.nv, t.pmax);
+  const TileFn full = conv_tile_fn<false>(t.nv, t.pmax);
   int64_t done = 0;
   for (; done + t.pmax <= count; done += t.pmax) {
     full(a);
     a.in += t.pmax * a.in_pix;
     a.out += t.pmax * a.out_pix;
   }
-  if (done < count) conv_tile_fn(t.nv, static_cast<int>(count - done))(a);
+  if (done < count) conv_tile_fn<false>(t.nv, static_cast<int>(count - done))(a);
 }
 
 // Weights -> [g][tile][tap][c][NT]: lanes are output channels (forward), zero past Og.
-// Parallel over lanes; each lane reads its filter contiguously (OIHW) and writes strided.
+// Each (g, tile, c) writes T runs of NT contiguous floats; the NT source filters are read
+// a few taps at a time, so their cache lines are reused across t.
 void pack_weights_forward(ConstView4 w, int64_t G, const Tiling& tl, float* dst, int nthreads) {
   const int64_t Og = w.n / G, Cg = w.c, T = w.h * w.w, wtile = T * Cg * tl.nt;
 #pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t lane = 0; lane < G * tl.ntl * tl.nt; ++lane) {
-    const int64_t g = lane / (tl.ntl * tl.nt), o = lane % (tl.ntl * tl.nt);
-    float* d = dst + (g * tl.ntl + o / tl.nt) * wtile + o % tl.nt;
-    for (int64_t c = 0; c < Cg; ++c)
-      for (int64_t t = 0; t < T; ++t)
-        d[(t * Cg + c) * tl.nt] = o < Og ? w.at(g * Og + o, c, t / w.w, t % w.w) : 0.f;
+  for (int64_t job = 0; job < G * tl.ntl * Cg; ++job) {
+    const int64_t c = job % Cg, ot = (job / Cg) % tl.ntl, g = job / (Cg * tl.ntl);
+    float* d = dst + (g * tl.ntl + ot) * wtile + c * tl.nt;
+    const int64_t valid = std::min(tl.nt, Og - ot * tl.nt);
+    for (int64_t t = 0; t < T; ++t) {
+      float* dt = d + t * Cg * tl.nt;
+      for (int64_t l = 0; l < valid; ++l)
+        dt[l] = w.at(g * Og + ot * tl.nt + l, c, t / w.w, t % w.w);
+      for (int64_t l = valid; l < tl.nt; ++l) dt[l] = 0.f;
+    }
   }
 }
 
@@ -283,23 +279,17 @@ void pack_weights_forward(ConstView4 w, int64_t G, const Tiling& tl, float* dst,
 void pack_weights_transposed(ConstView4 w, int64_t G, const Tiling& tl, float* dst, int nthreads) {
   const int64_t Og = w.n / G, Cg = w.c, T = w.h * w.w, wtile = T * Og * tl.nt;
 #pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t lane = 0; lane < G * tl.ntl * tl.nt; ++lane) {
-    const int64_t g = lane / (tl.ntl * tl.nt), c = lane % (tl.ntl * tl.nt);
-    float* d = dst + (g * tl.ntl + c / tl.nt) * wtile + c % tl.nt;
-    for (int64_t o = 0; o < Og; ++o)
-      for (int64_t t = 0; t < T; ++t)
-        d[(t * Og + o) * tl.nt] = c < Cg ? w.at(g * Og + o, c, t / w.w, t % w.w) : 0.f;
+  for (int64_t job = 0; job < G * tl.ntl * Og; ++job) {
+    const int64_t o = job % Og, it = (job / Og) % tl.ntl, g = job / (Og * tl.ntl);
+    float* d = dst + (g * tl.ntl + it) * wtile + o * tl.nt;
+    const int64_t valid = std::min(tl.nt, Cg - it * tl.nt);
+    for (int64_t t = 0; t < T; ++t) {
+      float* dt = d + t * Og * tl.nt;
+      for (int64_t l = 0; l < valid; ++l)
+        dt[l] = w.at(g * Og + o, it * tl.nt + l, t / w.w, t % w.w);
+      for (int64_t l = valid; l < tl.nt; ++l) dt[l] = 0.f;
+    }
   }
-}
-
-// Input channels per reduction chunk, so one chunk of a tile's weights (T x chunk x NT
-// floats) stays within about half of a 1 MiB L2 while the tile sweeps a row of pixels.
-// (An L1-sized chunk was measured slower: reloading the accumulators costs more than the
-// L2 weight traffic it saves.)
-int64_t channel_chunk(int64_t channels, int64_t T, const Tiling& tl) {
-  const int64_t fit = std::max<int64_t>(8, (512 * 1024) / (T * tl.nt * 4));
-  if (channels <= fit + fit / 2) return channels;
-  return fit;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -339,30 +329,34 @@ void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float
 
   const bool direct_out = is_dense_nhwc(y);
   float* yo = direct_out ? y.data : ws.get(WS_OUT, p.N * p.OH * p.OW * p.O);
-  const int64_t cchunk = channel_chunk(Cg, T, tl);
-  const int64_t tasks = G * tl.ntl * p.N * p.OH;
+  // Tiles of pmax consecutive output pixels in (n, oh, ow) order, wrapping across rows and
+  // images (the output is dense NHWC, so only the input side needs a per-pixel offset).
+  const int64_t M = p.N * p.OH * p.OW, mtiles = ceil_div(M, tl.pmax);
+  const int64_t tasks = G * tl.ntl * mtiles;
+  const TileFn full = conv_tile_fn<true>(tl.nv, tl.pmax);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t task = 0; task < tasks; ++task) {
-    const int64_t oh = task % p.OH, n = (task / p.OH) % p.N;
-    const int64_t ot = (task / (p.OH * p.N)) % tl.ntl, g = task / (p.OH * p.N * tl.ntl);
+    const int64_t mt = task % mtiles, ot = (task / mtiles) % tl.ntl, g = task / (mtiles * tl.ntl);
+    const int64_t m0 = mt * tl.pmax, np = std::min<int64_t>(tl.pmax, M - m0);
+    int64_t pix_off[ACC];
+    for (int64_t i = 0; i < np; ++i) {
+      const int64_t m = m0 + i, ow = m % p.OW, oh = (m / p.OW) % p.OH, n = m / (p.OW * p.OH);
+      pix_off[i] = ((n * Hp + oh * p.stride_h) * Wp + ow * p.stride_w) * p.C;
+    }
     TileArgs a;
-    a.in = xp + ((n * Hp + oh * p.stride_h) * Wp) * p.C + g * Cg;
-    a.in_pix = p.stride_w * p.C;
+    a.in = xp + g * Cg;
+    a.in_pix = 0;
+    a.pix_off = pix_off;
     a.in_off = in_off.data();
     a.w_off = w_off.data();
     a.ntaps = static_cast<int>(T);
-    a.out = yo + ((n * p.OH + oh) * p.OW) * p.O + g * Og + ot * tl.nt;
+    a.C = Cg;
+    a.w = wp + (g * tl.ntl + ot) * wtile;
+    a.out = yo + m0 * p.O + g * Og + ot * tl.nt;
     a.out_pix = p.O;
     a.oc_valid = static_cast<int>(std::min<int64_t>(tl.nt, Og - ot * tl.nt));
     a.bias = bp ? bp + (g * tl.ntl + ot) * tl.nt : nullptr;
-    const float* in_row = a.in;
-    for (int64_t c0 = 0; c0 < Cg; c0 += cchunk) {
-      a.in = in_row + c0;
-      a.w = wp + (g * tl.ntl + ot) * wtile + c0 * tl.nt;
-      a.C = std::min(cchunk, Cg - c0);
-      a.accumulate = c0 > 0;
-      conv_row(tl, a, p.OW);
-    }
+    (np == tl.pmax ? full : conv_tile_fn<true>(tl.nv, static_cast<int>(np)))(a);
   }
   if (!direct_out) unpack_nhwc(yo, y, nthreads);
 }
@@ -419,8 +413,8 @@ void conv2d_backward_data(const ConvParams& p, ConstView4 gy, ConstView4 w, View
       a.w = wt + (g * tl.ntl + it) * wtile;
       a.out_pix = sw * p.C;
       a.oc_valid = static_cast<int>(std::min<int64_t>(tl.nt, Cg - it * tl.nt));
+      a.pix_off = nullptr;
       a.bias = nullptr;
-      a.accumulate = false;
       for (int64_t r = 0; r < phases; ++r) {
         int nt = 0;
         for (int i = 0; i < nkh; ++i) {
@@ -446,31 +440,39 @@ void conv2d_backward_data(const ConvParams& p, ConstView4 gy, ConstView4 w, View
 }
 
 // ---------------------------------------------------------------------------------------
-// conv2d backward-weight. For each tap t=(kh,kw), group g:
-//   dw[g][t][c][o] = sum over (n, oh, ow) of x_pad[n, oh*sh + kh*dh, ow*sw + kw*dw, g*Cg+c]
-//                                           * gy[n, oh, ow, g*Og+o]
-// Each thread owns whole (g, t, c-block, o-tile) outputs, so there are no atomics and the
-// reduction order (and so the result) does not depend on the thread count. Rows of pixels
-// are processed in chunks that stay in L2 while every owned output tile passes over them.
+// conv2d backward-weight. With k = (t, c) a flattened (tap, input channel) index of group g:
+//   dw[g][k][o] = sum over (n, oh, ow) of x_pad[n, oh*sh + kh*dh, ow*sw + kw*dw, g*Cg + c]
+//                                         * gy[n, oh, ow, g*Og + o]
+// a GEMM reduced over output pixels. A tile is I rows k x NT output channels in registers.
+// With Cg >= I a tile's rows are I consecutive channels of one tap (contiguous loads);
+// with fewer channels (first layers: C = 1 or 3) the rows run across taps and are gathered
+// through an offset table, so a 3x3 RGB layer still fills a 24-row tile.
+// Each work item owns whole tiles, so there are no atomics. When there are few tiles, the
+// pixels are also split into S parts (S from the problem size, never from the thread
+// count) with private accumulators summed in a fixed order afterwards: the result is the
+// same for any number of threads. Pixel rows are processed in L2-sized chunks.
 // ---------------------------------------------------------------------------------------
 struct WgradArgs {
-  const float* x;      // x_pad at (n=0, row 0, col 0) + tap offset + first input channel
-  const float* gy;     // gy at (pixel 0) + first output channel of the tile
-  int64_t row0, row1;  // flattened (n, oh) output rows to reduce over
+  const float* x;       // x_pad at image 0, output row 0, pixel 0 (+ group offset)
+  const int64_t* xoff;  // offsets of the tile's rows k (tap offset + channel)
+  const float* gy;      // gy at pixel 0 + first output channel of the tile
+  int64_t row0, row1;   // flattened (n, oh) output rows to reduce over
   int64_t OH, OW;
   int64_t x_img, x_row, x_pix;  // x strides: per image, per output row, per output pixel
   int64_t g_pix;                // gy stride per output pixel
-  float* acc;                   // dw accumulator block [I][acc_row] (read-modify-write)
+  float* acc;                   // accumulator block [I][acc_row] (read-modify-write)
   int64_t acc_row;
 };
 
-template <int I, int NV>
+template <int I, int NV, bool CONTIG>
 void wgrad_tile(const WgradArgs& a) {
   vf acc[I][NV];
-#pragma GCC unroll 16
+#pragma GCC unroll 32
   for (int i = 0; i < I; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[i][v] = vload(a.acc + i * a.acc_row + v * VW);
+  int64_t off[CONTIG ? 1 : I];
+  for (int i = 0; i < (CONTIG ? 1 : I); ++i) off[i] = a.xoff[i];
   for (int64_t row = a.row0; row < a.row1; ++row) {
     const int64_t n = row / a.OH, oh = row % a.OH;
     const float* xr = a.x + n * a.x_img + oh * a.x_row;
@@ -480,33 +482,34 @@ void wgrad_tile(const WgradArgs& a) {
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) gv[v] = vload(gr + ow * a.g_pix + v * VW);
       const float* xp = xr + ow * a.x_pix;
-#pragma GCC unroll 16
+#pragma GCC unroll 32
       for (int i = 0; i < I; ++i) {
-        const vf xb = vset1(xp[i]);
+        const vf xb = vset1(CONTIG ? xp[off[0] + i] : xp[off[i]]);
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) acc[i][v] = vfma(xb, gv[v], acc[i][v]);
       }
     }
   }
-#pragma GCC unroll 16
+#pragma GCC unroll 32
   for (int i = 0; i < I; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) vstore(a.acc + i * a.acc_row + v * VW, acc[i][v]);
 }
 
 using WgradFn = void (*)(const WgradArgs&);
-template <int NV, int... Is>
+template <int NV, bool CONTIG, int... Is>
 constexpr std::array<WgradFn, sizeof...(Is)> wgrad_row(std::integer_sequence<int, Is...>) {
-  return {&wgrad_tile<Is + 1, NV>...};
+  return {&wgrad_tile<Is + 1, NV, CONTIG>...};
 }
+template <bool CONTIG>
 WgradFn wgrad_tile_fn(int nv, int i) {
-  static const auto r1 = wgrad_row<1>(std::make_integer_sequence<int, pmax_for(1)>{});
-  static const auto r2 = wgrad_row<2>(std::make_integer_sequence<int, pmax_for(2)>{});
+  static const auto r1 = wgrad_row<1, CONTIG>(std::make_integer_sequence<int, pmax_for(1)>{});
+  static const auto r2 = wgrad_row<2, CONTIG>(std::make_integer_sequence<int, pmax_for(2)>{});
   if (nv == 1) return r1[i - 1];
   if (nv == 2) return r2[i - 1];
   if constexpr (NV_MAX >= 4) {
-    static const auto r3 = wgrad_row<3>(std::make_integer_sequence<int, pmax_for(3)>{});
-    static const auto r4 = wgrad_row<4>(std::make_integer_sequence<int, pmax_for(4)>{});
+    static const auto r3 = wgrad_row<3, CONTIG>(std::make_integer_sequence<int, pmax_for(3)>{});
+    static const auto r4 = wgrad_row<4, CONTIG>(std::make_integer_sequence<int, pmax_for(4)>{});
     if (nv == 3) return r3[i - 1];
     return r4[i - 1];
   }
@@ -516,7 +519,7 @@ WgradFn wgrad_tile_fn(int nv, int i) {
 void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, View4* gw,
                             float* gbias, int nthreads) {
   Workspace& ws = workspace();
-  const int64_t G = p.groups, Cg = p.C / G, Og = p.O / G, T = p.KH * p.KW;
+  const int64_t G = p.groups, Cg = p.C / G, Og = p.O / G, T = p.KH * p.KW, K = T * Cg;
   const Tiling tl = choose_tiling(Og);
   const int64_t Og_pad = tl.ntl * tl.nt, Gp = G * Og_pad;
   // gy -> dense NHWC with each group's channels padded to whole tiles (the microkernel
@@ -543,20 +546,29 @@ void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, Vi
     pack_padded_nhwc(x, p.pad_t, p.pad_b, p.pad_l, p.pad_r, 1, p.C, buf, nthreads);
     xp = buf;
   }
-  // dw accumulator [g][t][c][Og_pad].
-  const int64_t IB = pmax_for(tl.nv);  // input channels per tile
-  const int64_t nib = ceil_div(Cg, IB);
-  float* dw = ws.get(WS_W, G * T * Cg * Og_pad);
-  std::memset(dw, 0, sizeof(float) * G * T * Cg * Og_pad);
-
+  // Row blocks of the flattened k = t*Cg + c dimension.
+  const int64_t IB = pmax_for(tl.nv);
+  const bool contig = Cg >= IB;
+  const int64_t kb_per_tap = ceil_div(Cg, IB);
+  const int64_t nkb = contig ? T * kb_per_tap : ceil_div(K, IB);
+  std::vector<int64_t> xoff(K);
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t t = k / Cg, c = k % Cg;
+    xoff[k] = ((t / p.KW) * p.dil_h * Wp + (t % p.KW) * p.dil_w) * p.C + c;
+  }
+  const int64_t tiles = G * nkb * tl.ntl;
   const int64_t rows = p.N * p.OH;
-  const int64_t rows_per_chunk = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, p.OW));
-  const int64_t tasks = G * T * nib * tl.ntl;
-  const WgradFn full = wgrad_tile_fn(tl.nv, static_cast<int>(IB));
+  const int64_t S = tiles >= 16 ? 1 : std::min<int64_t>(rows, ceil_div(16, tiles));
+  const int64_t part = G * K * Og_pad;  // accumulator [g][k][Og_pad], one per pixel part
+  float* dw = ws.get(WS_W, S * part);
+  std::memset(dw, 0, sizeof(float) * S * part);
+
+  const int64_t rows_per_chunk = std::max<int64_t>(1, 4096 / p.OW);
+  const int64_t items = S * tiles;  // item = s * tiles + tile
 #pragma omp parallel num_threads(nthreads)
   {
     const int nth = omp_get_num_threads(), me = omp_get_thread_num();
-    const int64_t t0 = tasks * me / nth, t1 = tasks * (me + 1) / nth;
+    const int64_t i0 = items * me / nth, i1 = items * (me + 1) / nth;
     WgradArgs a;
     a.OH = p.OH;
     a.OW = p.OW;
@@ -565,27 +577,39 @@ void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, Vi
     a.x_pix = p.stride_w * p.C;
     a.g_pix = Gp;
     a.acc_row = Og_pad;
-    for (int64_t r0 = 0; r0 < rows; r0 += rows_per_chunk) {
-      a.row0 = r0;
-      a.row1 = std::min(rows, r0 + rows_per_chunk);
-      for (int64_t task = t0; task < t1; ++task) {
-        const int64_t ot = task % tl.ntl, ib = (task / tl.ntl) % nib;
-        const int64_t t = (task / (tl.ntl * nib)) % T, g = task / (tl.ntl * nib * T);
-        const int64_t kh = t / p.KW, kw = t % p.KW, c0 = ib * IB;
-        const int64_t ni = std::min(IB, Cg - c0);
-        a.x = xp + (kh * p.dil_h * Wp + kw * p.dil_w) * p.C + g * Cg + c0;
-        a.gy = gyp + g * Og_pad + ot * tl.nt;
-        a.acc = dw + ((g * T + t) * Cg + c0) * Og_pad + ot * tl.nt;
-        (ni == IB ? full : wgrad_tile_fn(tl.nv, static_cast<int>(ni)))(a);
+    for (int64_t s = i0 / tiles; s < S && s * tiles < i1; ++s) {
+      const int64_t r_begin = rows * s / S, r_end = rows * (s + 1) / S;
+      const int64_t tile0 = std::max(i0 - s * tiles, int64_t{0});
+      const int64_t tile1 = std::min(i1 - s * tiles, tiles);
+      for (int64_t r0 = r_begin; r0 < r_end; r0 += rows_per_chunk) {
+        a.row0 = r0;
+        a.row1 = std::min(r_end, r0 + rows_per_chunk);
+        for (int64_t tile = tile0; tile < tile1; ++tile) {
+          const int64_t ot = tile % tl.ntl, kb = (tile / tl.ntl) % nkb, g = tile / (tl.ntl * nkb);
+          const int64_t k0 = contig ? (kb / kb_per_tap) * Cg + (kb % kb_per_tap) * IB : kb * IB;
+          const int64_t nk =
+              contig ? std::min(IB, Cg - (kb % kb_per_tap) * IB) : std::min(IB, K - k0);
+          a.x = xp + g * Cg;
+          a.xoff = xoff.data() + k0;
+          a.gy = gyp + g * Og_pad + ot * tl.nt;
+          a.acc = dw + s * part + (g * K + k0) * Og_pad + ot * tl.nt;
+          (contig ? wgrad_tile_fn<true>(tl.nv, static_cast<int>(nk))
+                  : wgrad_tile_fn<false>(tl.nv, static_cast<int>(nk)))(a);
+        }
       }
     }
   }
-  // dw -> gw (O, C/G, KH, KW) view.
-  for (int64_t g = 0; g < G; ++g)
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t c = 0; c < Cg; ++c)
-        for (int64_t o = 0; o < Og; ++o)
-          gw->at(g * Og + o, c, t / p.KW, t % p.KW) = dw[((g * T + t) * Cg + c) * Og_pad + o];
+  // Sum the parts in order, and write dw[g][k][o] -> gw (O, C/G, KH, KW) view.
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t o = 0; o < p.O; ++o) {
+    const int64_t g = o / Og, og = o % Og;
+    for (int64_t k = 0; k < K; ++k) {
+      const float* src = dw + (g * K + k) * Og_pad + og;
+      float v = src[0];
+      for (int64_t s = 1; s < S; ++s) v += src[s * part];
+      gw->at(o, k % Cg, (k / Cg) / p.KW, (k / Cg) % p.KW) = v;
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------
