@@ -563,7 +563,10 @@ void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, Vi
   float* dw = ws.get(WS_W, S * part);
   std::memset(dw, 0, sizeof(float) * S * part);
 
-  const int64_t rows_per_chunk = std::max<int64_t>(1, 4096 / p.OW);
+  // A chunk's x rows (for all taps: about stride_h rows of padded input per output row) and
+  // gy rows together take about 384 KiB, so they stay in L2 while all tiles pass over them.
+  const int64_t chunk_row_bytes = 4 * (p.stride_h * Wp * p.C + p.OW * Gp);
+  const int64_t rows_per_chunk = std::max<int64_t>(1, (384 * 1024) / chunk_row_bytes);
   const int64_t items = S * tiles;  // item = s * tiles + tile
 #pragma omp parallel num_threads(nthreads)
   {
@@ -599,15 +602,20 @@ void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, Vi
       }
     }
   }
-  // Sum the parts in order, and write dw[g][k][o] -> gw (O, C/G, KH, KW) view.
+  // Sum the parts in order, and write dw[g][k = t*Cg + c][o] -> gw (O, C/G, KH, KW) view,
+  // in blocks of 16 x 16 (k, o) so both sides stay in cache.
+  const int64_t kblocks = ceil_div(K, 16), oblocks = ceil_div(p.O, 16);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t o = 0; o < p.O; ++o) {
-    const int64_t g = o / Og, og = o % Og;
-    for (int64_t k = 0; k < K; ++k) {
-      const float* src = dw + (g * K + k) * Og_pad + og;
-      float v = src[0];
-      for (int64_t s = 1; s < S; ++s) v += src[s * part];
-      gw->at(o, k % Cg, (k / Cg) / p.KW, (k / Cg) % p.KW) = v;
+  for (int64_t job = 0; job < kblocks * oblocks; ++job) {
+    const int64_t k0 = (job / oblocks) * 16, o0 = (job % oblocks) * 16;
+    for (int64_t o = o0; o < std::min(p.O, o0 + 16); ++o) {
+      const int64_t g = o / Og, og = o % Og;
+      for (int64_t k = k0; k < std::min(K, k0 + 16); ++k) {
+        const float* src = dw + (g * K + k) * Og_pad + og;
+        float v = src[0];
+        for (int64_t s = 1; s < S; ++s) v += src[s * part];
+        gw->at(o, k % Cg, (k / Cg) / p.KW, (k / Cg) % p.KW) = v;
+      }
     }
   }
 }
