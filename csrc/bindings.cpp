@@ -258,6 +258,13 @@ PYBIND11_MODULE(_core, m) {
       },
       arg("seconds") = 0.2, "Measured single-thread FMA peak of the active ISA, GFLOP/s");
   m.def(
-      "release_workspace", [] { pyconv::active_kernels().release_workspace(); },
-      "Free the calling thread's cached workspaces");
+      "release_workspace",
+      [] {
+        pyconv::generic::table.release_workspace();
+#if defined(PYCONV_HAVE_X86)
+        pyconv::avx2::table.release_workspace();
+        pyconv::avx512::table.release_workspace();
+#endif
+      },
+      "Free the calling thread's cached workspaces (all ISAs)");
 }

@@ -44,6 +44,11 @@ enum Slot { WS_IN = 0, WS_W, WS_BIAS, WS_OUT, WS_AUX, WS_COUNT };
 
 struct Workspace {
   std::vector<float> buf[WS_COUNT];
+  std::vector<int64_t> index;  // tap / pixel offset tables
+  int64_t* get_index(int64_t n) {
+    if (static_cast<int64_t>(index.size()) < n) index.resize(static_cast<size_t>(n));
+    return index.data();
+  }
   float* get(Slot s, int64_t n) {
     auto& b = buf[s];
     if (static_cast<int64_t>(b.size()) < n) {
@@ -53,6 +58,7 @@ struct Workspace {
     return b.data();
   }
   void release() {
+    std::vector<int64_t>().swap(index);
     for (auto& b : buf) std::vector<float>().swap(b);
   }
 };
@@ -320,7 +326,8 @@ void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float
       for (int64_t i = 0; i < tl.ntl * tl.nt; ++i)
         bp[g * tl.ntl * tl.nt + i] = i < Og ? bias[g * Og + i] : 0.f;
   }
-  std::vector<int64_t> in_off(T), w_off(T);
+  int64_t* in_off = ws.get_index(2 * T);
+  int64_t* w_off = in_off + T;
   for (int64_t kh = 0; kh < p.KH; ++kh)
     for (int64_t kw = 0; kw < p.KW; ++kw) {
       in_off[kh * p.KW + kw] = (kh * p.dil_h * Wp + kw * p.dil_w) * p.C;
@@ -347,8 +354,8 @@ void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float
     a.in = xp + g * Cg;
     a.in_pix = 0;
     a.pix_off = pix_off;
-    a.in_off = in_off.data();
-    a.w_off = w_off.data();
+    a.in_off = in_off;
+    a.w_off = w_off;
     a.ntaps = static_cast<int>(T);
     a.C = Cg;
     a.w = wp + (g * tl.ntl + ot) * wtile;
@@ -389,9 +396,12 @@ void conv2d_backward_data(const ConvParams& p, ConstView4 gy, ConstView4 w, View
   float* gxo = direct_out ? gx.data : ws.get(WS_OUT, p.N * p.H * p.W * p.C);
   const int64_t phases = std::min(sw, p.W);
   const int64_t tasks = G * tl.ntl * p.N * p.H;
+  int64_t* index = ws.get_index(nthreads * (2 * T + p.KH));
 #pragma omp parallel num_threads(nthreads)
   {
-    std::vector<int64_t> in_off(T), w_off(T), row_taps(p.KH);
+    int64_t* in_off = index + omp_get_thread_num() * (2 * T + p.KH);
+    int64_t* w_off = in_off + T;
+    int64_t* row_taps = w_off + T;
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t ih = task % p.H, n = (task / p.H) % p.N;
@@ -407,8 +417,8 @@ void conv2d_backward_data(const ConvParams& p, ConstView4 gy, ConstView4 w, View
       }
       TileArgs a;
       a.in_pix = p.O;
-      a.in_off = in_off.data();
-      a.w_off = w_off.data();
+      a.in_off = in_off;
+      a.w_off = w_off;
       a.C = Og;
       a.w = wt + (g * tl.ntl + it) * wtile;
       a.out_pix = sw * p.C;
@@ -551,7 +561,7 @@ void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, Vi
   const bool contig = Cg >= IB;
   const int64_t kb_per_tap = ceil_div(Cg, IB);
   const int64_t nkb = contig ? T * kb_per_tap : ceil_div(K, IB);
-  std::vector<int64_t> xoff(K);
+  int64_t* xoff = ws.get_index(K);
   for (int64_t k = 0; k < K; ++k) {
     const int64_t t = k / Cg, c = k % Cg;
     xoff[k] = ((t / p.KW) * p.dil_h * Wp + (t % p.KW) * p.dil_w) * p.C + c;
@@ -593,7 +603,7 @@ void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, Vi
           const int64_t nk =
               contig ? std::min(IB, Cg - (kb % kb_per_tap) * IB) : std::min(IB, K - k0);
           a.x = xp + g * Cg;
-          a.xoff = xoff.data() + k0;
+          a.xoff = xoff + k0;
           a.gy = gyp + g * Og_pad + ot * tl.nt;
           a.acc = dw + s * part + (g * K + k0) * Og_pad + ot * tl.nt;
           (contig ? wgrad_tile_fn<true>(tl.nv, static_cast<int>(nk))
