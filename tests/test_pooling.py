@@ -1,0 +1,105 @@
+"""Max, average and global average pooling, forward and backward, against the reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import ref64
+from conftest import assert_close
+
+from pyconv import functional as F
+
+# (kernel, stride, padding, ceil_mode)
+CASES = [
+    (2, None, 0, False),
+    (3, 2, 1, False),
+    (3, 2, 1, True),
+    (2, 2, 0, True),
+    ((3, 2), (2, 1), (1, 0), True),
+    (3, 3, 1, True),
+    (1, 1, 0, False),
+    (3, 2, "same", False),
+    (2, 2, "valid", False),
+]
+
+
+def _pads(x_shape, k, s, p):
+    k = (k, k) if isinstance(k, int) else k
+    s = k if s is None else ((s, s) if isinstance(s, int) else s)
+    if p == "same":
+        pads = (*ref64.resolve_same(x_shape[2], k[0], s[0]),
+                *ref64.resolve_same(x_shape[3], k[1], s[1]))
+    elif p == "valid":
+        pads = (0, 0, 0, 0)
+    else:
+        p = (p, p) if isinstance(p, int) else p
+        pads = (p[0], p[0], p[1], p[1])
+    return k, s, pads
+
+
+def _nhwc(a):
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[str(i) for i in range(len(CASES))])
+@pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
+def test_max_pool(case, fmt, isa, rng):
+    k, s, p, ceil_mode = case
+    x = rng.permutation(2 * 19 * 9 * 8).reshape(2, 19, 9, 8).astype(np.float32) / 7
+    kk, ss, pads = _pads(x.shape, k, s, p)
+    y_ref = ref64.max_pool2d(x, kk, ss, pads, ceil_mode)
+    gy = rng.standard_normal(y_ref.shape).astype(np.float32)
+    gx_ref = ref64.max_pool2d_backward(gy, x, kk, ss, pads, ceil_mode)
+    conv = _nhwc if fmt == "NHWC" else (lambda a: a)
+    back = (lambda a: a.transpose(0, 3, 1, 2)) if fmt == "NHWC" else (lambda a: a)
+    y = F.max_pool2d(conv(x), k, s, p, ceil_mode, data_format=fmt)
+    assert_close(back(y), y_ref)
+    gx = F.max_pool2d_backward(conv(gy), conv(x), k, s, p, ceil_mode, data_format=fmt)
+    assert_close(back(gx), gx_ref)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[str(i) for i in range(len(CASES))])
+@pytest.mark.parametrize("cip", [True, False])
+@pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
+def test_avg_pool(case, cip, fmt, isa, rng):
+    k, s, p, ceil_mode = case
+    x = rng.standard_normal((2, 5, 9, 8)).astype(np.float32)
+    kk, ss, pads = _pads(x.shape, k, s, p)
+    y_ref = ref64.avg_pool2d(x, kk, ss, pads, ceil_mode, cip)
+    gy = rng.standard_normal(y_ref.shape).astype(np.float32)
+    gx_ref = ref64.avg_pool2d_backward(gy, x, kk, ss, pads, ceil_mode, cip)
+    conv = _nhwc if fmt == "NHWC" else (lambda a: a)
+    back = (lambda a: a.transpose(0, 3, 1, 2)) if fmt == "NHWC" else (lambda a: a)
+    y = F.avg_pool2d(conv(x), k, s, p, ceil_mode, cip, data_format=fmt)
+    assert_close(back(y), y_ref)
+    gx = F.avg_pool2d_backward(conv(gy), conv(x), k, s, p, ceil_mode, cip, data_format=fmt)
+    assert_close(back(gx), gx_ref)
+
+
+def test_max_pool_ties_go_to_first_element(isa):
+    x = np.ones((1, 1, 4, 4), np.float32)
+    gx = F.max_pool2d_backward(np.ones((1, 1, 2, 2), np.float32), x, 2)
+    expected = np.zeros((4, 4), np.float32)
+    expected[0::2, 0::2] = 1
+    np.testing.assert_array_equal(gx[0, 0], expected)
+
+
+def test_max_pool_nan_and_inf(isa):
+    x = np.array([[[[1, np.nan], [3, 4]], [[-np.inf, -np.inf], [-np.inf, -np.inf]]]], np.float32)
+    y = F.max_pool2d(x, 2)
+    assert np.isnan(y[0, 0, 0, 0]) and y[0, 1, 0, 0] == -np.inf
+
+
+@pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
+def test_global_avg_pool(fmt, isa, rng):
+    x = rng.standard_normal((3, 7, 5, 6)).astype(np.float32)
+    xin = _nhwc(x) if fmt == "NHWC" else x
+    y = F.global_avg_pool2d(xin, data_format=fmt)
+    assert y.shape == (3, 7)
+    assert_close(y, x.astype(np.float64).mean(axis=(2, 3)))
+    yk = F.global_avg_pool2d(xin, data_format=fmt, keepdims=True)
+    assert yk.shape == ((3, 7, 1, 1) if fmt == "NCHW" else (3, 1, 1, 7))
+    gy = rng.standard_normal((3, 7)).astype(np.float32)
+    gx = F.global_avg_pool2d_backward(gy, xin, data_format=fmt)
+    want = np.broadcast_to(gy[:, :, None, None] / 30.0, x.shape)
+    assert_close(gx.transpose(0, 3, 1, 2) if fmt == "NHWC" else gx, want)
