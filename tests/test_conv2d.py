@@ -85,8 +85,9 @@ def test_hwio_weights_and_channels_last(case, isa, rng):
     n, c, h, w, o, k, s, p, d, g = case
     x, wt, b, y_ref, gy, (gx_ref, gw_ref, _) = _data(case, rng)
     w_hwio = np.ascontiguousarray(wt.transpose(2, 3, 1, 0))
-    kw = dict(stride=s, padding=p, dilation=d, groups=g, data_format="channels_last",
-              weight_format="HWIO")
+    kw = dict(
+        stride=s, padding=p, dilation=d, groups=g, data_format="channels_last", weight_format="HWIO"
+    )
     y = F.conv2d(_to("NHWC", x), w_hwio, b, **kw)
     assert_close(_from("NHWC", y), y_ref)
     gx, gw, gb = F.conv2d_backward(_to("NHWC", gy), _to("NHWC", x), w_hwio, **kw)
@@ -128,8 +129,11 @@ def test_views_and_dtypes_are_read_correctly(isa, rng):
         assert_close(F.conv2d(v, w, padding=1), want, name=name)
         # and channels-last views of the same data
         nhwc = np.asarray(v).transpose(0, 2, 3, 1)
-        assert_close(F.conv2d(nhwc, w, padding=1, data_format="NHWC").transpose(0, 3, 1, 2),
-                     want, name=name + "-nhwc")
+        assert_close(
+            F.conv2d(nhwc, w, padding=1, data_format="NHWC").transpose(0, 3, 1, 2),
+            want,
+            name=name + "-nhwc",
+        )
 
 
 def test_results_identical_across_calls_and_thread_counts(isa, rng):
@@ -160,5 +164,8 @@ def test_bias_only_and_large_batch_channels(isa, rng):
         x = rng.standard_normal((n, 40, 6, 5)).astype(np.float32)
         w = rng.standard_normal((100, 40, 3, 3)).astype(np.float32)
         b = rng.standard_normal(100).astype(np.float32)
-        assert_close(F.conv2d(x, w, b, padding="same"),
-                     ref64.conv2d(x, w, b, (1, 1), (1, 1, 1, 1)), rtol=2e-5)
+        assert_close(
+            F.conv2d(x, w, b, padding="same"),
+            ref64.conv2d(x, w, b, (1, 1), (1, 1, 1, 1)),
+            rtol=2e-5,
+        )

@@ -52,8 +52,12 @@ def test_padded_example_stride_2(isa):
     out = _conv(image, kernel, padding=1, stride=2)
     assert out.shape == (3, 3)
     assert out[0, 0] == 1
-    want = ref64.conv2d(np.asarray(image)[None, None], np.asarray(kernel)[None, None],
-                        stride=(2, 2), pads=(1, 1, 1, 1))[0, 0]
+    want = ref64.conv2d(
+        np.asarray(image)[None, None],
+        np.asarray(kernel)[None, None],
+        stride=(2, 2),
+        pads=(1, 1, 1, 1),
+    )[0, 0]
     np.testing.assert_array_equal(out, want)
 
 

@@ -27,8 +27,10 @@ def _pads(x_shape, k, s, p):
     k = (k, k) if isinstance(k, int) else k
     s = k if s is None else ((s, s) if isinstance(s, int) else s)
     if p == "same":
-        pads = (*ref64.resolve_same(x_shape[2], k[0], s[0]),
-                *ref64.resolve_same(x_shape[3], k[1], s[1]))
+        pads = (
+            *ref64.resolve_same(x_shape[2], k[0], s[0]),
+            *ref64.resolve_same(x_shape[3], k[1], s[1]),
+        )
     elif p == "valid":
         pads = (0, 0, 0, 0)
     else:

@@ -36,8 +36,11 @@ def test_conv_backward_matches_finite_differences(case, rng):
 
 @pytest.mark.parametrize(
     "k,s,pads,ceil_mode,cip",
-    [((2, 2), (2, 2), (0, 0, 0, 0), False, True), ((3, 3), (2, 2), (1, 1, 1, 1), True, False),
-     ((3, 2), (2, 1), (1, 1, 0, 1), True, True)],
+    [
+        ((2, 2), (2, 2), (0, 0, 0, 0), False, True),
+        ((3, 3), (2, 2), (1, 1, 1, 1), True, False),
+        ((3, 2), (2, 1), (1, 1, 0, 1), True, True),
+    ],
 )
 def test_pool_backward_matches_finite_differences(k, s, pads, ceil_mode, cip, rng):
     x = rng.permutation(2 * 3 * 7 * 6).reshape(2, 3, 7, 6) / 10.0  # distinct: no ties
@@ -78,8 +81,12 @@ def test_reference_matches_pytorch(rng):
         np.testing.assert_allclose(gw, wtt.grad.numpy(), atol=1e-10)
         np.testing.assert_allclose(gb, bt.grad.numpy(), atol=1e-10)
     x = rng.standard_normal((2, 3, 9, 8))
-    for k, s, p, ceil_mode, cip in [(2, 2, 0, False, True), (3, 2, 1, True, False),
-                                    (3, 2, 1, True, True), (3, 3, 1, True, True)]:
+    for k, s, p, ceil_mode, cip in [
+        (2, 2, 0, False, True),
+        (3, 2, 1, True, False),
+        (3, 2, 1, True, True),
+        (3, 3, 1, True, True),
+    ]:
         xt = torch.tensor(x)
         np.testing.assert_allclose(
             ref64.max_pool2d(x, (k, k), (s, s), (p,) * 4, ceil_mode),

@@ -1,0 +1,107 @@
+"""ISA switch, threads, the GIL, workspaces and the command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import pyconv
+from pyconv import functional as F
+
+
+def _run(code, **env):
+    full = {**os.environ, **env}
+    return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("name", pyconv.available_isas())
+def test_env_var_forces_isa(name):
+    out = _run("import pyconv; print(pyconv.get_isa())", PYCONV_ISA=name)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == name
+
+
+def test_env_var_rejects_unknown_isa():
+    out = _run("import pyconv", PYCONV_ISA="sse9")
+    assert out.returncode != 0 and "PYCONV_ISA must be one of" in out.stderr
+
+
+def test_available_isas_is_ordered_and_ends_generic():
+    isas = pyconv.available_isas()
+    assert isas[-1] == "generic"
+    assert isas == [n for n in ("avx512", "avx2", "generic") if n in isas]
+    assert pyconv.get_isa() in isas
+
+
+def test_set_num_threads_round_trip():
+    before = pyconv.get_num_threads()
+    try:
+        pyconv.set_num_threads(1)
+        assert pyconv.get_num_threads() == 1
+        pyconv.set_num_threads(3)  # more threads than cores is allowed
+        assert pyconv.get_num_threads() == 3
+    finally:
+        pyconv.set_num_threads(before)
+
+
+def test_concurrent_python_threads_match_sequential(rng):
+    """Calls from several Python threads (GIL released inside) equal sequential calls."""
+    xs = [rng.standard_normal((2, 8, 12, 12)).astype(np.float32) for _ in range(4)]
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+
+    def work(x):
+        y = F.conv2d(x, w, padding=1)
+        return (y, *F.conv2d_backward(np.ones_like(y), x, w, padding=1), F.max_pool2d(y, 2))
+
+    expected = [work(x) for x in xs]
+    results = [None] * len(xs)
+
+    def target(i):
+        for _ in range(5):
+            results[i] = work(xs[i])
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(results, expected):
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_repeated_calls_do_not_grow_memory(rng):
+    """Workspaces are reused: after warm-up, 200 forward+backward calls keep RSS flat."""
+    resource = pytest.importorskip("resource")
+    x = rng.standard_normal((4, 16, 16, 16)).astype(np.float32)
+    w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    for _ in range(5):
+        F.conv2d_backward(F.conv2d(x, w, padding=1), x, w, padding=1)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(200):
+        y = F.conv2d(x, w, padding=1)
+        F.conv2d_backward(y, x, w, padding=1)
+        F.max_pool2d_backward(F.max_pool2d(y, 2), y, 2)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert after - before < 20_000, f"max RSS grew by {after - before} KiB"
+    pyconv._core.release_workspace()
+
+
+def test_command_line_version_and_info():
+    out = subprocess.run(
+        [sys.executable, "-m", "pyconv", "--version"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stdout.strip() == f"pyconv {pyconv.__version__}"
+    out = subprocess.run([sys.executable, "-m", "pyconv", "info"], capture_output=True, text=True)
+    assert out.returncode == 0 and "isa:" in out.stdout and "GFLOP/s" in out.stdout
+
+
+def test_peak_measurement_is_positive():
+    assert pyconv._core.peak_gflops(0.05) > 0.1
+    with pytest.raises(ValueError):
+        pyconv._core.peak_gflops(-1)
