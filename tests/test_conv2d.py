@@ -145,9 +145,9 @@ def test_results_identical_across_calls_and_thread_counts(isa, rng):
         y = F.conv2d(x, w, padding=1)
         runs.append((y, *F.conv2d_backward(np.ones_like(y), x, w, padding=1)))
     pyconv.set_num_threads(2)
-    for a, b in zip(runs[0], runs[1]):
+    for a, b in zip(runs[0], runs[1], strict=True):
         np.testing.assert_array_equal(a, b)
-    for a, b in zip(runs[0], runs[2]):
+    for a, b in zip(runs[0], runs[2], strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -70,8 +70,8 @@ def test_concurrent_python_threads_match_sequential(rng):
         t.start()
     for t in threads:
         t.join()
-    for got, want in zip(results, expected):
-        for a, b in zip(got, want):
+    for got, want in zip(results, expected, strict=True):
+        for a, b in zip(got, want, strict=True):
             np.testing.assert_array_equal(a, b)
 
 
