@@ -561,10 +561,13 @@ void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, Vi
   const bool contig = Cg >= IB;
   const int64_t kb_per_tap = ceil_div(Cg, IB);
   const int64_t nkb = contig ? T * kb_per_tap : ceil_div(K, IB);
-  int64_t* xoff = ws.get_index(K);
+  // Per k: its offset in x_pad (tap + channel) and in the gw view (c, kh, kw).
+  int64_t* xoff = ws.get_index(2 * K);
+  int64_t* gwoff = xoff + K;
   for (int64_t k = 0; k < K; ++k) {
-    const int64_t t = k / Cg, c = k % Cg;
-    xoff[k] = ((t / p.KW) * p.dil_h * Wp + (t % p.KW) * p.dil_w) * p.C + c;
+    const int64_t t = k / Cg, c = k % Cg, kh = t / p.KW, kw = t % p.KW;
+    xoff[k] = (kh * p.dil_h * Wp + kw * p.dil_w) * p.C + c;
+    gwoff[k] = c * gw->sc + kh * gw->sh + kw * gw->sw;
   }
   const int64_t tiles = G * nkb * tl.ntl;
   const int64_t rows = p.N * p.OH;
@@ -624,7 +627,7 @@ void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, Vi
         const float* src = dw + (g * K + k) * Og_pad + og;
         float v = src[0];
         for (int64_t s = 1; s < S; ++s) v += src[s * part];
-        gw->at(o, k % Cg, (k / Cg) / p.KW, (k / Cg) % p.KW) = v;
+        gw->data[o * gw->sn + gwoff[k]] = v;
       }
     }
   }
