@@ -20,9 +20,10 @@ struct ConstView4 {
   const float* data;
   int64_t n, c, h, w;
   int64_t sn, sc, sh, sw;
-  float at(int64_t i, int64_t j, int64_t k, int64_t l) const {
-    return data[i * sn + j * sc + k * sh + l * sw];
+  const float* ptr(int64_t i, int64_t j, int64_t k, int64_t l) const {
+    return data + i * sn + j * sc + k * sh + l * sw;
   }
+  float at(int64_t i, int64_t j, int64_t k, int64_t l) const { return *ptr(i, j, k, l); }
 };
 
 // A writable 4-D view, same conventions.

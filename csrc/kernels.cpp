@@ -346,9 +346,18 @@ void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float
     const int64_t mt = task % mtiles, ot = (task / mtiles) % tl.ntl, g = task / (mtiles * tl.ntl);
     const int64_t m0 = mt * tl.pmax, np = std::min<int64_t>(tl.pmax, M - m0);
     int64_t pix_off[ACC];
+    // Walk (n, oh, ow) from m0 without a division per pixel (divisions cost more than the
+    // whole tile on 1- and 3-channel layers).
+    int64_t ow = m0 % p.OW, oh = (m0 / p.OW) % p.OH, n = m0 / (p.OW * p.OH);
     for (int64_t i = 0; i < np; ++i) {
-      const int64_t m = m0 + i, ow = m % p.OW, oh = (m / p.OW) % p.OH, n = m / (p.OW * p.OH);
       pix_off[i] = ((n * Hp + oh * p.stride_h) * Wp + ow * p.stride_w) * p.C;
+      if (++ow == p.OW) {
+        ow = 0;
+        if (++oh == p.OH) {
+          oh = 0;
+          ++n;
+        }
+      }
     }
     TileArgs a;
     a.in = xp + g * Cg;
@@ -634,76 +643,20 @@ void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, Vi
 }
 
 // ---------------------------------------------------------------------------------------
-// Pooling. Memory-bound, so plain loops over strided views (no packing); work is split
-// over (image, channel block) so backward scatters never race.
-// Window of output (oh, ow): rows [oh*sh - pad_t, +KH) clipped to the input.
+// Pooling. Memory-bound. Channels-contiguous views (NHWC) take SIMD paths over channels;
+// any other view (NCHW, strided) walks one channel plane at a time. Window of output
+// (oh, ow): rows [oh*sh - pad_t, +KH) and columns [ow*sw - pad_l, +KW), clipped to the input.
+// Backward passes split the work over (image, channel block) so their scatters never race.
 // ---------------------------------------------------------------------------------------
-constexpr int64_t POOL_CB = 16;
+constexpr int64_t POOL_CB = 64;  // channels per backward work item
 
-template <class Body>
-void for_pool_blocks(const PoolParams& p, int nthreads, Body body) {
-  const int64_t ncb = ceil_div(p.C, POOL_CB);
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t task = 0; task < p.N * ncb; ++task) {
-    const int64_t n = task / ncb, c0 = (task % ncb) * POOL_CB;
-    body(n, c0, std::min(p.C, c0 + POOL_CB));
-  }
-}
-
-void max_pool2d_forward(const PoolParams& p, ConstView4 x, View4 y, int nthreads) {
-  for_pool_blocks(p, nthreads, [&](int64_t n, int64_t c0, int64_t c1) {
-    for (int64_t oh = 0; oh < p.OH; ++oh) {
-      const int64_t h0 = std::max<int64_t>(0, oh * p.stride_h - p.pad_t);
-      const int64_t h1 = std::min(p.H, oh * p.stride_h - p.pad_t + p.KH);
-      for (int64_t ow = 0; ow < p.OW; ++ow) {
-        const int64_t w0 = std::max<int64_t>(0, ow * p.stride_w - p.pad_l);
-        const int64_t w1 = std::min(p.W, ow * p.stride_w - p.pad_l + p.KW);
-        for (int64_t c = c0; c < c1; ++c) {
-          float m = -std::numeric_limits<float>::infinity();
-          for (int64_t h = h0; h < h1; ++h)
-            for (int64_t w = w0; w < w1; ++w) {
-              const float v = x.at(n, c, h, w);
-              if (v > m || std::isnan(v)) m = v;  // NaN propagates, as in PyTorch
-            }
-          y.at(n, c, oh, ow) = m;
-        }
-      }
-    }
-  });
-}
-
-void zero_view(View4 v, int64_t n, int64_t c0, int64_t c1) {
-  for (int64_t c = c0; c < c1; ++c)
-    for (int64_t h = 0; h < v.h; ++h)
-      for (int64_t w = 0; w < v.w; ++w) v.at(n, c, h, w) = 0.f;
-}
-
-void max_pool2d_backward(const PoolParams& p, ConstView4 gy, ConstView4 x, View4 gx, int nthreads) {
-  for_pool_blocks(p, nthreads, [&](int64_t n, int64_t c0, int64_t c1) {
-    zero_view(gx, n, c0, c1);
-    for (int64_t oh = 0; oh < p.OH; ++oh) {
-      const int64_t h0 = std::max<int64_t>(0, oh * p.stride_h - p.pad_t);
-      const int64_t h1 = std::min(p.H, oh * p.stride_h - p.pad_t + p.KH);
-      for (int64_t ow = 0; ow < p.OW; ++ow) {
-        const int64_t w0 = std::max<int64_t>(0, ow * p.stride_w - p.pad_l);
-        const int64_t w1 = std::min(p.W, ow * p.stride_w - p.pad_l + p.KW);
-        for (int64_t c = c0; c < c1; ++c) {
-          float m = -std::numeric_limits<float>::infinity();
-          int64_t bh = -1, bw = -1;
-          for (int64_t h = h0; h < h1; ++h)
-            for (int64_t w = w0; w < w1; ++w) {
-              const float v = x.at(n, c, h, w);
-              if (bh < 0 || v > m || std::isnan(v)) {  // same rule as the forward
-                m = v;
-                bh = h;
-                bw = w;
-              }
-            }
-          if (bh >= 0) gx.at(n, c, bh, bw) += gy.at(n, c, oh, ow);
-        }
-      }
-    }
-  });
+struct Window {
+  int64_t h0, h1, w0, w1;
+};
+inline Window window(const PoolParams& p, int64_t oh, int64_t ow) {
+  const int64_t hs = oh * p.stride_h - p.pad_t, ws = ow * p.stride_w - p.pad_l;
+  return {std::max<int64_t>(0, hs), std::min(p.H, hs + p.KH), std::max<int64_t>(0, ws),
+          std::min(p.W, ws + p.KW)};
 }
 
 inline int64_t avg_divisor(const PoolParams& p, int64_t oh, int64_t ow) {
@@ -712,50 +665,145 @@ inline int64_t avg_divisor(const PoolParams& p, int64_t oh, int64_t ow) {
     const int64_t he = std::min(hs + p.KH, p.H + p.pad_b), we = std::min(ws + p.KW, p.W + p.pad_r);
     return (he - hs) * (we - ws);
   }
-  const int64_t h0 = std::max<int64_t>(0, hs), h1 = std::min(p.H, hs + p.KH);
-  const int64_t w0 = std::max<int64_t>(0, ws), w1 = std::min(p.W, ws + p.KW);
-  return (h1 - h0) * (w1 - w0);
+  const Window w = window(p, oh, ow);
+  return (w.h1 - w.h0) * (w.w1 - w.w0);
 }
 
-void avg_pool2d_forward(const PoolParams& p, ConstView4 x, View4 y, int nthreads) {
-  for_pool_blocks(p, nthreads, [&](int64_t n, int64_t c0, int64_t c1) {
-    for (int64_t oh = 0; oh < p.OH; ++oh) {
-      const int64_t h0 = std::max<int64_t>(0, oh * p.stride_h - p.pad_t);
-      const int64_t h1 = std::min(p.H, oh * p.stride_h - p.pad_t + p.KH);
-      for (int64_t ow = 0; ow < p.OW; ++ow) {
-        const int64_t w0 = std::max<int64_t>(0, ow * p.stride_w - p.pad_l);
-        const int64_t w1 = std::min(p.W, ow * p.stride_w - p.pad_l + p.KW);
-        const int64_t div = avg_divisor(p, oh, ow);
-        for (int64_t c = c0; c < c1; ++c) {
-          float s = 0.f;
-          for (int64_t h = h0; h < h1; ++h)
-            for (int64_t w = w0; w < w1; ++w) s += x.at(n, c, h, w);
-          y.at(n, c, oh, ow) = div > 0 ? s / static_cast<float>(div) : 0.f;
+template <class V>
+bool channels_contiguous(const V& v) {
+  return v.c == 1 || v.sc == 1;
+}
+
+template <class Body>
+void for_channel_blocks(const PoolParams& p, int nthreads, Body body) {
+  const int64_t ncb = ceil_div(p.C, POOL_CB);
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t task = 0; task < p.N * ncb; ++task) {
+    const int64_t n = task / ncb, c0 = (task % ncb) * POOL_CB;
+    body(n, c0, std::min(p.C, c0 + POOL_CB));
+  }
+}
+
+// Forward max / average over one output row of a channels-contiguous view: y[c] for all
+// channels, a vector of VW channels at a time.
+template <bool MAX>
+void pool_row_nhwc(const PoolParams& p, ConstView4 x, View4 y, int64_t n, int64_t oh) {
+  for (int64_t ow = 0; ow < p.OW; ++ow) {
+    const Window win = window(p, oh, ow);
+    const float scale = MAX ? 1.f : 1.f / static_cast<float>(avg_divisor(p, oh, ow));
+    float* out = &y.at(n, 0, oh, ow);
+    int64_t c = 0;
+    for (; c + VW <= p.C; c += VW) {
+      vf acc = vset1(MAX ? -std::numeric_limits<float>::infinity() : 0.f);
+      for (int64_t h = win.h0; h < win.h1; ++h)
+        for (int64_t w = win.w0; w < win.w1; ++w) {
+          const vf v = vload(x.ptr(n, c, h, w));
+          acc = MAX ? vmax_nan(acc, v) : vadd(acc, v);
         }
-      }
+      vstore(out + c, MAX ? acc : vmul(acc, vset1(scale)));
     }
+    for (; c < p.C; ++c) {
+      float acc = MAX ? -std::numeric_limits<float>::infinity() : 0.f;
+      for (int64_t h = win.h0; h < win.h1; ++h)
+        for (int64_t w = win.w0; w < win.w1; ++w) {
+          const float v = x.at(n, c, h, w);
+          if (MAX) {
+            if (v > acc || std::isnan(v)) acc = v;
+          } else {
+            acc += v;
+          }
+        }
+      out[c] = MAX ? acc : acc * scale;
+    }
+  }
+}
+
+// Forward over one channel plane of any view.
+template <bool MAX>
+void pool_plane(const PoolParams& p, ConstView4 x, View4 y, int64_t n, int64_t c) {
+  for (int64_t oh = 0; oh < p.OH; ++oh)
+    for (int64_t ow = 0; ow < p.OW; ++ow) {
+      const Window win = window(p, oh, ow);
+      float acc = MAX ? -std::numeric_limits<float>::infinity() : 0.f;
+      for (int64_t h = win.h0; h < win.h1; ++h)
+        for (int64_t w = win.w0; w < win.w1; ++w) {
+          const float v = x.at(n, c, h, w);
+          if (MAX) {
+            if (v > acc || std::isnan(v)) acc = v;  // NaN propagates, as in PyTorch
+          } else {
+            acc += v;
+          }
+        }
+      y.at(n, c, oh, ow) = MAX ? acc : acc / static_cast<float>(avg_divisor(p, oh, ow));
+    }
+}
+
+template <bool MAX>
+void pool_forward(const PoolParams& p, ConstView4 x, View4 y, int nthreads) {
+  if (channels_contiguous(x) && channels_contiguous(y)) {
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t row = 0; row < p.N * p.OH; ++row)
+      pool_row_nhwc<MAX>(p, x, y, row / p.OH, row % p.OH);
+  } else {
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t plane = 0; plane < p.N * p.C; ++plane)
+      pool_plane<MAX>(p, x, y, plane / p.C, plane % p.C);
+  }
+}
+
+void max_pool2d_forward(const PoolParams& p, ConstView4 x, View4 y, int nthreads) {
+  pool_forward<true>(p, x, y, nthreads);
+}
+void avg_pool2d_forward(const PoolParams& p, ConstView4 x, View4 y, int nthreads) {
+  pool_forward<false>(p, x, y, nthreads);
+}
+
+void zero_channels(View4 v, int64_t n, int64_t c0, int64_t c1) {
+  for (int64_t h = 0; h < v.h; ++h)
+    for (int64_t w = 0; w < v.w; ++w)
+      for (int64_t c = c0; c < c1; ++c) v.at(n, c, h, w) = 0.f;
+}
+
+// Max-pool backward: each window's gradient goes to its first maximum (argmax recomputed
+// from x, with the forward's rule). Channels are the inner loop, so NHWC views stream.
+void max_pool2d_backward(const PoolParams& p, ConstView4 gy, ConstView4 x, View4 gx, int nthreads) {
+  for_channel_blocks(p, nthreads, [&](int64_t n, int64_t c0, int64_t c1) {
+    zero_channels(gx, n, c0, c1);
+    float best[POOL_CB];
+    int64_t arg[POOL_CB];
+    for (int64_t oh = 0; oh < p.OH; ++oh)
+      for (int64_t ow = 0; ow < p.OW; ++ow) {
+        const Window win = window(p, oh, ow);
+        for (int64_t c = c0; c < c1; ++c) {
+          best[c - c0] = -std::numeric_limits<float>::infinity();
+          arg[c - c0] = -1;
+        }
+        for (int64_t h = win.h0; h < win.h1; ++h)
+          for (int64_t w = win.w0; w < win.w1; ++w)
+            for (int64_t c = c0; c < c1; ++c) {
+              const float v = x.at(n, c, h, w);
+              if (arg[c - c0] < 0 || v > best[c - c0] || std::isnan(v)) {
+                best[c - c0] = v;
+                arg[c - c0] = h * p.W + w;
+              }
+            }
+        for (int64_t c = c0; c < c1; ++c)
+          gx.at(n, c, arg[c - c0] / p.W, arg[c - c0] % p.W) += gy.at(n, c, oh, ow);
+      }
   });
 }
 
 void avg_pool2d_backward(const PoolParams& p, ConstView4 gy, View4 gx, int nthreads) {
-  for_pool_blocks(p, nthreads, [&](int64_t n, int64_t c0, int64_t c1) {
-    zero_view(gx, n, c0, c1);
-    for (int64_t oh = 0; oh < p.OH; ++oh) {
-      const int64_t h0 = std::max<int64_t>(0, oh * p.stride_h - p.pad_t);
-      const int64_t h1 = std::min(p.H, oh * p.stride_h - p.pad_t + p.KH);
+  for_channel_blocks(p, nthreads, [&](int64_t n, int64_t c0, int64_t c1) {
+    zero_channels(gx, n, c0, c1);
+    for (int64_t oh = 0; oh < p.OH; ++oh)
       for (int64_t ow = 0; ow < p.OW; ++ow) {
-        const int64_t w0 = std::max<int64_t>(0, ow * p.stride_w - p.pad_l);
-        const int64_t w1 = std::min(p.W, ow * p.stride_w - p.pad_l + p.KW);
-        const int64_t div = avg_divisor(p, oh, ow);
-        if (div <= 0) continue;
-        const float inv = 1.f / static_cast<float>(div);
-        for (int64_t c = c0; c < c1; ++c) {
-          const float g = gy.at(n, c, oh, ow) * inv;
-          for (int64_t h = h0; h < h1; ++h)
-            for (int64_t w = w0; w < w1; ++w) gx.at(n, c, h, w) += g;
-        }
+        const Window win = window(p, oh, ow);
+        const float inv = 1.f / static_cast<float>(avg_divisor(p, oh, ow));
+        for (int64_t h = win.h0; h < win.h1; ++h)
+          for (int64_t w = win.w0; w < win.w1; ++w)
+            for (int64_t c = c0; c < c1; ++c) gx.at(n, c, h, w) += gy.at(n, c, oh, ow) * inv;
       }
-    }
   });
 }
 

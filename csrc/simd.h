@@ -20,6 +20,11 @@ static inline void vstore(float* p, vf v) { _mm512_storeu_ps(p, v); }
 static inline vf vset1(float x) { return _mm512_set1_ps(x); }
 static inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
 static inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
+static inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+// max(m, v) that keeps a NaN from either side (PyTorch's max-pool rule).
+static inline vf vmax_nan(vf m, vf v) {
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_max_ps(v, m), v);
+}
 #elif defined(__AVX2__)
 constexpr int VW = 8;
 constexpr int NUM_VREGS = 16;
@@ -30,6 +35,10 @@ static inline void vstore(float* p, vf v) { _mm256_storeu_ps(p, v); }
 static inline vf vset1(float x) { return _mm256_set1_ps(x); }
 static inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
 static inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
+static inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+static inline vf vmax_nan(vf m, vf v) {
+  return _mm256_blendv_ps(_mm256_max_ps(v, m), v, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+}
 #elif defined(__SSE2__)
 // Baseline x86-64: SSE2, no FMA (multiply then add).
 constexpr int VW = 4;
@@ -41,6 +50,11 @@ static inline void vstore(float* p, vf v) { _mm_storeu_ps(p, v); }
 static inline vf vset1(float x) { return _mm_set1_ps(x); }
 static inline vf vfma(vf a, vf b, vf c) { return _mm_add_ps(_mm_mul_ps(a, b), c); }
 static inline vf vadd(vf a, vf b) { return _mm_add_ps(a, b); }
+static inline vf vmul(vf a, vf b) { return _mm_mul_ps(a, b); }
+static inline vf vmax_nan(vf m, vf v) {
+  const vf nan = _mm_cmpunord_ps(v, v);
+  return _mm_or_ps(_mm_and_ps(nan, v), _mm_andnot_ps(nan, _mm_max_ps(v, m)));
+}
 #else
 // Any other CPU: plain C++ the compiler may auto-vectorize.
 constexpr int VW = 4;
@@ -62,6 +76,16 @@ static inline vf vfma(vf a, vf b, vf c) {
 static inline vf vadd(vf a, vf b) {
   vf r;
   for (int i = 0; i < 4; ++i) r.v[i] = a.v[i] + b.v[i];
+  return r;
+}
+static inline vf vmul(vf a, vf b) {
+  vf r;
+  for (int i = 0; i < 4; ++i) r.v[i] = a.v[i] * b.v[i];
+  return r;
+}
+static inline vf vmax_nan(vf m, vf v) {
+  vf r;
+  for (int i = 0; i < 4; ++i) r.v[i] = (v.v[i] > m.v[i] || v.v[i] != v.v[i]) ? v.v[i] : m.v[i];
   return r;
 }
 #endif

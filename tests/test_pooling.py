@@ -86,10 +86,19 @@ def test_max_pool_ties_go_to_first_element(isa):
     np.testing.assert_array_equal(gx[0, 0], expected)
 
 
-def test_max_pool_nan_and_inf(isa):
-    x = np.array([[[[1, np.nan], [3, 4]], [[-np.inf, -np.inf], [-np.inf, -np.inf]]]], np.float32)
-    y = F.max_pool2d(x, 2)
-    assert np.isnan(y[0, 0, 0, 0]) and y[0, 1, 0, 0] == -np.inf
+@pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("nan_at", [(0, 0), (0, 1), (1, 1)])
+def test_max_pool_nan_and_inf(fmt, nan_at, isa):
+    """NaN anywhere in a window wins (first or last position), -inf stays -inf; 37 channels
+    cover the vector body and the scalar tail of the channels-last path."""
+    x = np.tile(np.array([[1, 2], [3, 4]], np.float32), (1, 37, 1, 1))
+    x[0, 5][nan_at] = np.nan
+    x[0, 36][nan_at] = np.nan
+    x[0, 7] = -np.inf
+    y = F.max_pool2d(_nhwc(x) if fmt == "NHWC" else x, 2, data_format=fmt)
+    y = y.transpose(0, 3, 1, 2) if fmt == "NHWC" else y
+    assert np.isnan(y[0, 5, 0, 0]) and np.isnan(y[0, 36, 0, 0])
+    assert y[0, 7, 0, 0] == -np.inf and y[0, 0, 0, 0] == 4
 
 
 @pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
