@@ -70,6 +70,11 @@ def timeit(fn, budget=0.3, min_reps=3, max_reps=50):
     return statistics.median(times)
 
 
+def settle(seconds=0.3):
+    """Let other libraries' spinning worker threads go idle before timing the next one."""
+    time.sleep(seconds)
+
+
 def measure_peak(threads, seconds=0.3):
     """(single-core, all-threads) fp32 FMA peak in GFLOP/s, measured with pyconv's FMA loop."""
     single = pyconv._core.peak_gflops(seconds)
@@ -139,12 +144,19 @@ def bench_conv(shape, threads):
         "backward-data": lambda: peers.conv2d_backward_data(gy, w_hwio, x.shape, s, p),
         "backward-weight": lambda: peers.conv2d_backward_weight(gy, x, k, s, p),
     }
+    # Each library's thread pool keeps spinning for a moment after it finishes (OpenBLAS,
+    # and each OpenMP runtime), so every library is timed in its own block and the pools
+    # get a pause to go idle before the next library runs.
+    settle()
     for ps in PASSES:
         row[("pyconv", ps)] = flops / timeit(ours[ps]) / 1e9
-        row[("numpy", ps)] = flops / timeit(numpy_fns[ps]) / 1e9
     row[("pyconv", "forward NCHW")] = (
         flops / timeit(lambda: F.conv2d(x_nchw, w_oihw, stride=s, padding=p)) / 1e9
     )
+    settle()
+    for ps in PASSES:
+        row[("numpy", ps)] = flops / timeit(numpy_fns[ps]) / 1e9
+    settle()
 
     if torch is not None:
         torch.set_num_threads(threads)
@@ -191,18 +203,42 @@ def bench_pool(threads):
     x = rng.standard_normal((64, 32, 32, 64), dtype=np.float32)
     rows = []
     cases = [
-        ("max 2x2/2 fwd", lambda: F.max_pool2d(x, 2, data_format="NHWC"),
-         lambda: peers.max_pool_2x2(x), ("max", 2, 2, 0, "fwd")),
-        ("max 3x3/2 p1 fwd", lambda: F.max_pool2d(x, 3, 2, 1, data_format="NHWC"), None,
-         ("max", 3, 2, 1, "fwd")),
-        ("avg 2x2/2 fwd", lambda: F.avg_pool2d(x, 2, data_format="NHWC"),
-         lambda: x.reshape(64, 16, 2, 16, 2, 64).mean(axis=(2, 4)), ("avg", 2, 2, 0, "fwd")),
+        (
+            "max 2x2/2 fwd",
+            lambda: F.max_pool2d(x, 2, data_format="NHWC"),
+            lambda: peers.max_pool_2x2(x),
+            ("max", 2, 2, 0, "fwd"),
+        ),
+        (
+            "max 3x3/2 p1 fwd",
+            lambda: F.max_pool2d(x, 3, 2, 1, data_format="NHWC"),
+            None,
+            ("max", 3, 2, 1, "fwd"),
+        ),
+        (
+            "avg 2x2/2 fwd",
+            lambda: F.avg_pool2d(x, 2, data_format="NHWC"),
+            lambda: x.reshape(64, 16, 2, 16, 2, 64).mean(axis=(2, 4)),
+            ("avg", 2, 2, 0, "fwd"),
+        ),
     ]
     y2 = F.max_pool2d(x, 2, data_format="NHWC")
-    cases.append(("max 2x2/2 bwd", lambda: F.max_pool2d_backward(y2, x, 2, data_format="NHWC"),
-                  None, ("max", 2, 2, 0, "bwd")))
-    cases.append(("avg 2x2/2 bwd", lambda: F.avg_pool2d_backward(y2, x, 2, data_format="NHWC"),
-                  None, ("avg", 2, 2, 0, "bwd")))
+    cases.append(
+        (
+            "max 2x2/2 bwd",
+            lambda: F.max_pool2d_backward(y2, x, 2, data_format="NHWC"),
+            None,
+            ("max", 2, 2, 0, "bwd"),
+        )
+    )
+    cases.append(
+        (
+            "avg 2x2/2 bwd",
+            lambda: F.avg_pool2d_backward(y2, x, 2, data_format="NHWC"),
+            None,
+            ("avg", 2, 2, 0, "bwd"),
+        )
+    )
     check("numpy max pool", F.max_pool2d(x, 2, data_format="NHWC"), peers.max_pool_2x2(x))
     gbytes = x.nbytes / 1e9
     for name, ours, numpy_fn, (kind, k, s, p, direction) in cases:
@@ -214,12 +250,14 @@ def bench_pool(threads):
             op = TF.max_pool2d if kind == "max" else TF.avg_pool2d
             if direction == "fwd":
                 with torch.no_grad():
-                    r["torch"] = gbytes / timeit(lambda: op(xt, k, s, p))
+                    r["torch"] = gbytes / timeit(
+                        lambda op=op, xt=xt, k=k, s=s, p=p: op(xt, k, s, p)
+                    )
             else:
                 yt = op(xt, k, s, p)
                 g = torch.ones_like(yt)
                 r["torch"] = gbytes / timeit(
-                    lambda: torch.autograd.grad(yt, xt, g, retain_graph=True)
+                    lambda yt=yt, xt=xt, g=g: torch.autograd.grad(yt, xt, g, retain_graph=True)
                 )
         rows.append(r)
     return rows
@@ -297,7 +335,8 @@ def render(rows, pools, scaling, peak, threads, command):
         lines += [head, "|" + "---|" * (head.count("|") - 1)]
         for r in pools:
             npv = f"{r['numpy']:.1f}" if r["numpy"] else "-"
-            line = f"| {r['name']} | {r['pyconv']:.1f} | {npv} | {fmt_ratio(r['pyconv'], r['numpy'])} |"
+            ratio = fmt_ratio(r["pyconv"], r["numpy"])
+            line = f"| {r['name']} | {r['pyconv']:.1f} | {npv} | {ratio} |"
             if torch is not None:
                 line += f" {r['torch']:.1f} | {fmt_ratio(r['pyconv'], r['torch'])} |"
             lines.append(line)
@@ -319,21 +358,31 @@ def thread_scaling(shapes, threads):
         name, n, c, h, w, o, k, s, p = shape
         x = np.random.default_rng(2).standard_normal((n, h, w, c), dtype=np.float32)
         wt = np.ones((k, k, c, o), np.float32)
-        flops = 2.0 * n * o * (((h + 2 * p - k) // s) + 1) * (((w + 2 * p - k) // s) + 1) * c * k * k
+        flops = (
+            2.0 * n * o * (((h + 2 * p - k) // s) + 1) * (((w + 2 * p - k) // s) + 1) * c * k * k
+        )
         for nt in sorted({1, threads}):
             pyconv.set_num_threads(nt)
-            ours = flops / timeit(
-                lambda x=x, wt=wt, s=s, p=p: F.conv2d(
-                    x, wt, stride=s, padding=p, data_format="NHWC", weight_format="HWIO"
+            ours = (
+                flops
+                / timeit(
+                    lambda x=x, wt=wt, s=s, p=p: F.conv2d(
+                        x, wt, stride=s, padding=p, data_format="NHWC", weight_format="HWIO"
+                    )
                 )
-            ) / 1e9
+                / 1e9
+            )
             theirs = None
             if torch is not None:
                 torch.set_num_threads(nt)
                 xt = torch.from_numpy(x).permute(0, 3, 1, 2)
                 wtt = torch.from_numpy(wt).permute(3, 2, 0, 1)
                 with torch.no_grad():
-                    theirs = flops / timeit(lambda xt=xt, wtt=wtt: TF.conv2d(xt, wtt, None, s, p)) / 1e9
+                    theirs = (
+                        flops
+                        / timeit(lambda a=xt, b=wtt, s=s, p=p: TF.conv2d(a, b, None, s, p))
+                        / 1e9
+                    )
             out.append((name, nt, ours, theirs))
     pyconv.set_num_threads(threads)
     if torch is not None:
@@ -354,8 +403,12 @@ def plot(rows, path):
     fig, ax = plt.subplots(figsize=(12, 5))
     width = 0.8 / len(series)
     for i, (key, label) in enumerate(series):
-        ax.bar([j + i * width for j in range(len(rows))], [r[(key, "forward")] for r in rows],
-               width, label=label)
+        ax.bar(
+            [j + i * width for j in range(len(rows))],
+            [r[(key, "forward")] for r in rows],
+            width,
+            label=label,
+        )
     ax.set_xticks([j + width for j in range(len(rows))], names, rotation=60, ha="right")
     ax.set_ylabel("GFLOP/s")
     ax.set_title("conv2d forward")
@@ -384,8 +437,12 @@ def main(argv=None):
         msg = "  ".join(f"{ps} {row[('pyconv', ps)]:.0f}" for ps in PASSES)
         print(f"{shape[0]:24s} pyconv GFLOP/s: {msg}", flush=True)
     pools = [] if args.quick else bench_pool(args.threads)
-    scaling = [] if args.quick else thread_scaling(
-        [s for s in SHAPES if s[0] in ("cifar 64ch", "resnet18 256@14 b1")], args.threads
+    scaling = (
+        []
+        if args.quick
+        else thread_scaling(
+            [s for s in SHAPES if s[0] in ("cifar 64ch", "resnet18 256@14 b1")], args.threads
+        )
     )
     report = render(rows, pools, scaling, peak, args.threads, command)
     print(report)

@@ -36,7 +36,9 @@ def conv2d_backward_data(gy, w, x_shape, s, p):
     gxp = np.zeros((n, h + 2 * p, wd + 2 * p, c), np.float32)
     for i in range(k):
         for j in range(k):
-            gxp[:, i : i + (oh - 1) * s + 1 : s, j : j + (ow - 1) * s + 1 : s] += cols[:, :, :, i, j]
+            gxp[:, i : i + (oh - 1) * s + 1 : s, j : j + (ow - 1) * s + 1 : s] += cols[
+                :, :, :, i, j
+            ]
     return gxp[:, p : p + h, p : p + wd]
 
 
