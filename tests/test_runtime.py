@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 
 import numpy as np
@@ -14,20 +15,23 @@ import pyconv
 from pyconv import functional as F
 
 
-def _run(code, **env):
+def _run(args, **env):
+    """A fresh interpreter, started outside the checkout so it imports the installed pyconv."""
     full = {**os.environ, **env}
-    return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, *args], env=full, capture_output=True, text=True, cwd=tempfile.gettempdir()
+    )
 
 
 @pytest.mark.parametrize("name", pyconv.available_isas())
 def test_env_var_forces_isa(name):
-    out = _run("import pyconv; print(pyconv.get_isa())", PYCONV_ISA=name)
+    out = _run(["-c", "import pyconv; print(pyconv.get_isa())"], PYCONV_ISA=name)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == name
 
 
 def test_env_var_rejects_unknown_isa():
-    out = _run("import pyconv", PYCONV_ISA="sse9")
+    out = _run(["-c", "import pyconv"], PYCONV_ISA="sse9")
     assert out.returncode != 0 and "PYCONV_ISA must be one of" in out.stderr
 
 
@@ -97,7 +101,7 @@ def test_command_line_version_and_info():
         [sys.executable, "-m", "pyconv", "--version"], capture_output=True, text=True
     )
     assert out.returncode == 0 and out.stdout.strip() == f"pyconv {pyconv.__version__}"
-    out = subprocess.run([sys.executable, "-m", "pyconv", "info"], capture_output=True, text=True)
+    out = _run(["-m", "pyconv", "info"])
     assert out.returncode == 0 and "isa:" in out.stdout and "GFLOP/s" in out.stdout
 
 
