@@ -97,9 +97,7 @@ def test_repeated_calls_do_not_grow_memory(rng):
 
 
 def test_command_line_version_and_info():
-    out = subprocess.run(
-        [sys.executable, "-m", "pyconv", "--version"], capture_output=True, text=True
-    )
+    out = _run(["-m", "pyconv", "--version"])
     assert out.returncode == 0 and out.stdout.strip() == f"pyconv {pyconv.__version__}"
     out = _run(["-m", "pyconv", "info"])
     assert out.returncode == 0 and "isa:" in out.stdout and "GFLOP/s" in out.stdout
