@@ -383,9 +383,24 @@ void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float
 //   gy[n, oh, ow, o] * w[o, c, kh, kw].
 // Input pixels iw = r, r+s, r+2s, ... (one stride phase r) use the same taps and read
 // consecutive ow, so each phase of a row is one run of conv_row over padded gy.
+// With stride 1 and one group this is exactly a forward convolution of gy, padded by
+// (K-1)*d - pad, with the kernel flipped and its channel axes swapped (a strided view of w,
+// no copy), so it takes the forward's faster row-wrapping tiles.
 // ---------------------------------------------------------------------------------------
 void conv2d_backward_data(const ConvParams& p, ConstView4 gy, ConstView4 w, View4 gx,
                           int nthreads) {
+  const int64_t eh = (p.KH - 1) * p.dil_h, ew = (p.KW - 1) * p.dil_w;
+  if (p.stride_h == 1 && p.stride_w == 1 && p.groups == 1 && p.pad_t <= eh && p.pad_b <= eh &&
+      p.pad_l <= ew && p.pad_r <= ew) {
+    const ConvParams q{
+        p.N, p.O, p.OH,    p.OW,    p.C,          p.KH,         p.KW,         p.H,          p.W,
+        1,   1,   p.dil_h, p.dil_w, eh - p.pad_t, eh - p.pad_b, ew - p.pad_l, ew - p.pad_r, 1};
+    // w_t[c][o][kh][kw] = w[o][c][KH-1-kh][KW-1-kw]
+    const ConstView4 wt{
+        w.ptr(0, 0, p.KH - 1, p.KW - 1), w.c, w.n, w.h, w.w, w.sc, w.sn, -w.sh, -w.sw};
+    conv2d_forward(q, gy, wt, nullptr, gx, nthreads);
+    return;
+  }
   Workspace& ws = workspace();
   const int64_t G = p.groups, Cg = p.C / G, Og = p.O / G, T = p.KH * p.KW;
   const int64_t sh = p.stride_h, sw = p.stride_w;
