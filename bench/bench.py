@@ -3,10 +3,12 @@ NumPy im2col + matmul and PyTorch's CPU backend (when importable), in one run.
 
     python bench/bench.py [--quick] [--threads N] [--out bench/README.md] [--plots]
 
-Every number is a median over repeats after a warm-up call; GFLOP/s counts
-2 * N * O * OH * OW * (C / groups) * KH * KW for each of the three conv passes. Peers get the
-same thread count. Outputs are checked against pyconv's once per shape before timing, so all
-columns do the same work. This is a benchmark, not a test: nothing here asserts a speed.
+Every number is the fastest of several repeats after a warm-up call (on a shared, noisy
+machine the minimum is the least-disturbed estimate; every library gets the same rule).
+GFLOP/s counts 2 * N * O * OH * OW * (C / groups) * KH * KW for each of the three conv
+passes. Peers get the same thread count. Outputs are checked against pyconv's once per shape
+before timing, so all columns do the same work. This is a benchmark, not a test: nothing
+here asserts a speed.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import argparse
 import datetime
 import math
 import platform
-import statistics
 import sys
 import threading
 import time
@@ -59,7 +60,7 @@ PASSES = ("forward", "backward-data", "backward-weight")
 
 
 def timeit(fn, budget=0.3, min_reps=3, max_reps=50):
-    """Median seconds of fn() after one warm-up call; repeats until `budget` s are spent."""
+    """Fastest seconds of fn() after one warm-up call; repeats until `budget` s are spent."""
     fn()
     times = []
     start = time.perf_counter()
@@ -67,7 +68,7 @@ def timeit(fn, budget=0.3, min_reps=3, max_reps=50):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(times)
 
 
 def settle(seconds=0.3):
@@ -284,7 +285,8 @@ def render(rows, pools, scaling, peak, threads, command):
         + (f", PyTorch {torch.__version__} (CPU)" if torch is not None else ", PyTorch absent"),
         f"- Measured fp32 FMA peak: {single:.1f} GFLOP/s on one core, {total:.1f} GFLOP/s on "
         f"{threads} threads (pyconv's FMA loop). '% peak' is against the {threads}-thread number.",
-        "- GFLOP/s = 2*N*O*OH*OW*C*KH*KW / median time. Shapes: (N, C, H, W) -> O, k, stride, pad.",
+        "- GFLOP/s = 2*N*O*OH*OW*C*KH*KW / fastest of the repeats. "
+        "Shapes: (N, C, H, W) -> O, k, stride, pad.",
         "- pyconv runs channels-last (NHWC, its native layout); 'fwd NCHW' is the same forward on "
         "NCHW arrays, conversions included. PyTorch: the faster of NCHW and channels_last.",
         "",

@@ -81,10 +81,8 @@ def resolve_padding(padding, hw, kernel, stride, dilation) -> Pads:
 def pool_output_size(size: int, k: int, s: int, lo: int, hi: int, ceil_mode: bool) -> int:
     """PyTorch's pooling size rule; with ceil_mode the last window must start inside the
     input or its leading padding."""
-    span = size + lo + hi - k
-    if span < 0:
-        return 0
-    out = (-(-span // s) if ceil_mode else span // s) + 1
+    span = size + lo + hi - k  # may be negative: with ceil_mode a window larger than the
+    out = (-(-span // s) if ceil_mode else span // s) + 1  # input by < stride still counts
     if ceil_mode and (out - 1) * s >= size + lo:
         out -= 1
     return out

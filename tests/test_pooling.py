@@ -114,3 +114,22 @@ def test_global_avg_pool(fmt, isa, rng):
     gx = F.global_avg_pool2d_backward(gy, xin, data_format=fmt)
     want = np.broadcast_to(gy[:, :, None, None] / 30.0, x.shape)
     assert_close(gx.transpose(0, 3, 1, 2) if fmt == "NHWC" else gx, want)
+
+
+@pytest.mark.parametrize("h,w,k,s,p", [(2, 2, 3, 2, 0), (1, 1, 2, 2, 0), (3, 3, 6, 3, 1)])
+@pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
+def test_ceil_mode_window_larger_than_input(h, w, k, s, p, fmt, isa, rng):
+    """PyTorch keeps a ceil_mode window that starts inside the input even when the kernel
+    overhangs the padded input by less than the stride (2x2 input, kernel 3, stride 2 -> 1x1);
+    without ceil_mode the same call has no output and is an error."""
+    x = rng.permutation(3 * h * w).reshape(1, 3, h, w).astype(np.float32)
+    pads = (p,) * 4
+    kw = dict(kernel_size=k, stride=s, padding=p, ceil_mode=True, data_format=fmt)
+    xin = _nhwc(x) if fmt == "NHWC" else x
+    back = (lambda a: a.transpose(0, 3, 1, 2)) if fmt == "NHWC" else (lambda a: a)
+    assert_close(back(F.max_pool2d(xin, **kw)), ref64.max_pool2d(x, (k, k), (s, s), pads, True))
+    assert_close(
+        back(F.avg_pool2d(xin, **kw)), ref64.avg_pool2d(x, (k, k), (s, s), pads, True, True)
+    )
+    with pytest.raises(ValueError, match="kernel_size"):
+        F.max_pool2d(xin, **dict(kw, ceil_mode=False))
