@@ -166,9 +166,10 @@ def conv2d(
     geo = _ConvGeometry(xv.shape, wv.shape, stride, padding, dilation, groups)
     b = None
     if bias is not None:
-        b = np.ascontiguousarray(_float32(bias, "bias"))
+        b = _float32(bias, "bias")
         if b.shape != (wv.shape[0],):
             raise ValueError(f"bias must have shape ({wv.shape[0]},), got {b.shape}")
+        b = np.ascontiguousarray(b)
     y, yv = _empty(fmt, *geo.out_shape)
     _core.conv2d_forward(xv, wv, b, yv, *geo.args())
     return y

@@ -35,6 +35,7 @@ CONV_ERRORS = [
     (dict(x=X[:, :, :0]), ValueError, "x must not be empty"),
     (dict(w=W[:0]), ValueError, "w must not be empty"),
     (dict(bias=np.zeros(3)), ValueError, r"bias must have shape \(4,\)"),
+    (dict(bias=np.float32(1)), ValueError, r"bias must have shape \(4,\), got \(\)"),
     (dict(data_format="NCWH"), ValueError, "data_format must be"),
     (dict(weight_format="OHWI"), ValueError, "weight_format must be"),
 ]
