@@ -23,6 +23,7 @@
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <stdexcept>
@@ -42,6 +43,8 @@ namespace {
 // ---------------------------------------------------------------------------------------
 enum Slot { WS_IN = 0, WS_W, WS_BIAS, WS_OUT, WS_AUX, WS_COUNT };
 
+// Buffers are handed out 64-byte aligned: a vector load that straddles two cache lines
+// costs about twice as much, and malloc alone only promises 16 bytes.
 struct Workspace {
   std::vector<float> buf[WS_COUNT];
   std::vector<int64_t> index;  // tap / pixel offset tables
@@ -50,12 +53,14 @@ struct Workspace {
     return index.data();
   }
   float* get(Slot s, int64_t n) {
+    constexpr int64_t kAlignFloats = 16;
     auto& b = buf[s];
-    if (static_cast<int64_t>(b.size()) < n) {
+    if (static_cast<int64_t>(b.size()) < n + kAlignFloats + VW) {
       std::vector<float>().swap(b);  // free first: never hold old + new at once
-      b.resize(static_cast<size_t>(n) + VW);
+      b.resize(static_cast<size_t>(n + kAlignFloats + VW));
     }
-    return b.data();
+    const auto addr = reinterpret_cast<std::uintptr_t>(b.data());
+    return b.data() + ((64 - addr % 64) % 64) / sizeof(float);
   }
   void release() {
     std::vector<int64_t>().swap(index);

@@ -85,12 +85,21 @@ def _weight(w, weight_format) -> np.ndarray:
     return arr.transpose(3, 2, 0, 1) if wf == "HWIO" else arr
 
 
+def _aligned_empty(shape) -> np.ndarray:
+    """np.empty float32, 64-byte aligned: the kernels store whole cache lines, and NumPy only
+    promises 16-byte alignment."""
+    count = int(np.prod(shape))
+    raw = np.empty(count + 16, np.float32)
+    start = (-raw.ctypes.data % 64) // 4
+    return raw[start : start + count].reshape(shape)
+
+
 def _empty(fmt: str, n: int, c: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """A new array in layout fmt, and its logical NCHW view."""
     if fmt == "NHWC":
-        out = np.empty((n, h, w, c), np.float32)
+        out = _aligned_empty((n, h, w, c))
         return out, out.transpose(0, 3, 1, 2)
-    out = np.empty((n, c, h, w), np.float32)
+    out = _aligned_empty((n, c, h, w))
     return out, out
 
 
