@@ -267,37 +267,27 @@ inline void conv_row(const Tiling& t, TileArgs a, int64_t count) {
   if (done < count) conv_tile_fn<false>(t.nv, static_cast<int>(count - done))(a);
 }
 
-// Weights -> [g][tile][tap][c][NT]: lanes are output channels (forward), zero past Og.
-// Each (g, tile, c) writes T runs of NT contiguous floats; the NT source filters are read
-// a few taps at a time, so their cache lines are reused across t.
-void pack_weights_forward(ConstView4 w, int64_t G, const Tiling& tl, float* dst, int nthreads) {
-  const int64_t Og = w.n / G, Cg = w.c, T = w.h * w.w, wtile = T * Cg * tl.nt;
+// Weights -> [g][tile][tap][row][NT]. Forward: lanes are output channels o, rows input
+// channels c. Transposed (backward-data): lanes are c, rows o. Lanes past the channel count
+// are zero. Each (g, tile, row) writes T runs of NT contiguous floats; the NT source filters
+// are read a few taps at a time, so their cache lines are reused across t.
+void pack_weights(ConstView4 w, int64_t G, const Tiling& tl, bool transposed, float* dst,
+                  int nthreads) {
+  const int64_t Og = w.n / G, Cg = w.c, T = w.h * w.w;
+  const int64_t lanes = transposed ? Cg : Og, rows = transposed ? Og : Cg;
+  const int64_t wtile = T * rows * tl.nt;
 #pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t job = 0; job < G * tl.ntl * Cg; ++job) {
-    const int64_t c = job % Cg, ot = (job / Cg) % tl.ntl, g = job / (Cg * tl.ntl);
-    float* d = dst + (g * tl.ntl + ot) * wtile + c * tl.nt;
-    const int64_t valid = std::min(tl.nt, Og - ot * tl.nt);
+  for (int64_t job = 0; job < G * tl.ntl * rows; ++job) {
+    const int64_t r = job % rows, tile = (job / rows) % tl.ntl, g = job / (rows * tl.ntl);
+    float* d = dst + (g * tl.ntl + tile) * wtile + r * tl.nt;
+    const int64_t valid = std::min(tl.nt, lanes - tile * tl.nt);
     for (int64_t t = 0; t < T; ++t) {
-      float* dt = d + t * Cg * tl.nt;
-      for (int64_t l = 0; l < valid; ++l)
-        dt[l] = w.at(g * Og + ot * tl.nt + l, c, t / w.w, t % w.w);
-      for (int64_t l = valid; l < tl.nt; ++l) dt[l] = 0.f;
-    }
-  }
-}
-
-// Weights -> [g][tile][tap][o][NT]: lanes are input channels (backward-data), zero past Cg.
-void pack_weights_transposed(ConstView4 w, int64_t G, const Tiling& tl, float* dst, int nthreads) {
-  const int64_t Og = w.n / G, Cg = w.c, T = w.h * w.w, wtile = T * Og * tl.nt;
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t job = 0; job < G * tl.ntl * Og; ++job) {
-    const int64_t o = job % Og, it = (job / Og) % tl.ntl, g = job / (Og * tl.ntl);
-    float* d = dst + (g * tl.ntl + it) * wtile + o * tl.nt;
-    const int64_t valid = std::min(tl.nt, Cg - it * tl.nt);
-    for (int64_t t = 0; t < T; ++t) {
-      float* dt = d + t * Og * tl.nt;
-      for (int64_t l = 0; l < valid; ++l)
-        dt[l] = w.at(g * Og + o, it * tl.nt + l, t / w.w, t % w.w);
+      float* dt = d + t * rows * tl.nt;
+      for (int64_t l = 0; l < valid; ++l) {
+        const int64_t lane = tile * tl.nt + l;
+        dt[l] = transposed ? w.at(g * Og + r, lane, t / w.w, t % w.w)
+                           : w.at(g * Og + lane, r, t / w.w, t % w.w);
+      }
       for (int64_t l = valid; l < tl.nt; ++l) dt[l] = 0.f;
     }
   }
@@ -323,7 +313,7 @@ void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float
   // Weights -> wp[g][tile][tap][c][NT]; bias -> bp[g][tile][NT], zero beyond Og.
   const int64_t wtile = T * Cg * tl.nt;
   float* wp = ws.get(WS_W, G * tl.ntl * wtile);
-  pack_weights_forward(w, G, tl, wp, nthreads);
+  pack_weights(w, G, tl, false, wp, nthreads);
   float* bp = nullptr;
   if (bias) {
     bp = ws.get(WS_BIAS, G * tl.ntl * tl.nt);
@@ -420,7 +410,7 @@ void conv2d_backward_data(const ConvParams& p, ConstView4 gy, ConstView4 w, View
   // Weights -> wT[g][tile][tap][o][NT]: lanes are input channels c.
   const int64_t wtile = T * Og * tl.nt;
   float* wt = ws.get(WS_W, G * tl.ntl * wtile);
-  pack_weights_transposed(w, G, tl, wt, nthreads);
+  pack_weights(w, G, tl, true, wt, nthreads);
   const bool direct_out = is_dense_nhwc(gx);
   float* gxo = direct_out ? gx.data : ws.get(WS_OUT, p.N * p.H * p.W * p.C);
   const int64_t phases = std::min(sw, p.W);
