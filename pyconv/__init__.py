@@ -1,7 +1,8 @@
 """pyconv: fast, exact convolutional networks on the CPU.
 
 The hot paths live in the compiled module ``pyconv._core`` (C++, OpenMP, AVX-512/AVX2 chosen
-at run time); this package gives them a NumPy API (:mod:`pyconv.functional`).
+at run time); this package gives them a NumPy API (:mod:`pyconv.functional`) and a Keras-style
+layer/model API (:mod:`pyconv.layers`, :class:`Sequential`, ``compile``/``fit``/``predict``).
 """
 
 from __future__ import annotations
@@ -64,14 +65,43 @@ def _apply_isa_env() -> None:
 
 _apply_isa_env()
 
-from . import functional  # noqa: E402
+from . import (  # noqa: E402
+    activations,
+    callbacks,
+    functional,
+    initializers,
+    layers,
+    losses,
+    metrics,
+    optimizers,
+    regularizers,
+)
+from .layers import *  # noqa: E402, F403  (Keras-style: pyconv.Conv2D as well as pyconv.layers.Conv2D)
+from .models import Model, Sequential, load_model  # noqa: E402
+from .saving import ModelFileError  # noqa: E402
+from .utils import clear_session, set_random_seed  # noqa: E402
 
 __all__ = [
+    "Model",
+    "ModelFileError",
+    "Sequential",
     "__version__",
+    "activations",
     "available_isas",
+    "callbacks",
+    "clear_session",
     "functional",
     "get_isa",
     "get_num_threads",
+    "initializers",
+    "layers",
+    "load_model",
+    "losses",
+    "metrics",
+    "optimizers",
+    "regularizers",
     "set_isa",
     "set_num_threads",
+    "set_random_seed",
+    *layers.__all__,
 ]

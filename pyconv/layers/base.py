@@ -1,0 +1,249 @@
+"""Variables, the Layer protocol, and Input.
+
+A layer is a forward/backward pair, as in llm.c:
+
+    y, ctx = layer.forward(x, training)        # ctx: what the backward needs (x, y, masks)
+    dx = layer.backward(ctx, dy, need_input_grad)   # adds dL/dw into each variable's .grad
+
+The context is returned, never stored on the layer, so a layer may be applied several times
+in one step (a shared layer in a graph: its gradients add up) and nothing outlives the step.
+Shapes given to ``build``/``compute_output_shape`` leave out the batch dimension.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import initializers, regularizers
+from ..utils import snake_case, unique_name
+
+
+class Variable:
+    """A weight: its value (float32 array), whether the optimizer trains it, its gradient."""
+
+    __slots__ = ("name", "value", "trainable", "regularizer", "grad")
+
+    def __init__(self, name: str, value: np.ndarray, trainable=True, regularizer=None):
+        self.name = name
+        self.value = np.ascontiguousarray(value, dtype=np.float32)
+        self.trainable = trainable
+        self.regularizer = regularizer
+        self.grad: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple:
+        return self.value.shape
+
+    def add_grad(self, g: np.ndarray) -> None:
+        """Accumulate dL/dvalue (a layer used twice in one step gets the sum)."""
+        if self.grad is None:
+            self.grad = np.asarray(g, dtype=np.float32).reshape(self.value.shape)
+        else:
+            self.grad += g.reshape(self.value.shape)
+
+    def numpy(self) -> np.ndarray:
+        return self.value.copy()
+
+    def assign(self, value) -> None:
+        value = np.asarray(value)
+        if value.shape != self.value.shape:
+            raise ValueError(
+                f"weight {self.name!r} has shape {self.value.shape}; got a value of shape "
+                f"{value.shape}"
+            )
+        self.value[...] = value
+
+    def __repr__(self) -> str:
+        return f"<Variable {self.name} shape={self.value.shape} trainable={self.trainable}>"
+
+
+def _shape_tuple(shape, name: str) -> tuple:
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    try:
+        out = tuple(None if d is None else int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a tuple of ints, got {shape!r}") from None
+    if any(d is not None and d < 1 for d in out):
+        raise ValueError(f"{name} must have positive dimensions, got {shape!r}")
+    return out
+
+
+class Layer:
+    """Base class. Subclasses set their arguments, then implement ``build`` (create weights
+    with ``add_weight``), ``compute_output_shape``, ``_forward`` and ``_backward``."""
+
+    def __init__(self, name=None, trainable=True, input_shape=None, dtype=None, **kwargs):
+        if kwargs:
+            raise TypeError(
+                f"{type(self).__name__} got unexpected argument(s): {', '.join(sorted(kwargs))}"
+            )
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"name must be a non-empty str, got {name!r}")
+        if dtype not in (None, "float32", np.float32):
+            raise ValueError(f"only dtype float32 is supported, got {dtype!r}")
+        self.name = name or unique_name(snake_case(type(self).__name__))
+        self._trainable = bool(trainable)
+        self._variables: list[Variable] = []
+        self.built = False
+        self.input_shape: tuple | None = None
+        self.output_shape: tuple | None = None
+        self._declared_input_shape = (
+            None if input_shape is None else _shape_tuple(input_shape, "input_shape")
+        )
+        self.activity_regularizer = None
+
+    # --- weights ---------------------------------------------------------------------------
+
+    def add_weight(self, name, shape, initializer, regularizer=None, trainable=True) -> Variable:
+        init = initializers.get(initializer)
+        var = Variable(
+            f"{self.name}/{name}", init(tuple(shape)), trainable, regularizers.get(regularizer)
+        )
+        self._variables.append(var)
+        return var
+
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        self._trainable = bool(value)
+
+    @property
+    def weights(self) -> list[Variable]:
+        return list(self._variables)
+
+    @property
+    def trainable_weights(self) -> list[Variable]:
+        return [v for v in self._variables if v.trainable and self._trainable]
+
+    @property
+    def non_trainable_weights(self) -> list[Variable]:
+        return [v for v in self._variables if not (v.trainable and self._trainable)]
+
+    def get_weights(self) -> list[np.ndarray]:
+        return [v.value.copy() for v in self._variables]
+
+    def set_weights(self, weights) -> None:
+        weights = list(weights)
+        if len(weights) != len(self._variables):
+            raise ValueError(
+                f"layer {self.name!r} has {len(self._variables)} weights "
+                f"({', '.join(str(v.shape) for v in self._variables) or 'none'}); "
+                f"got {len(weights)} arrays"
+            )
+        for var, w in zip(self._variables, weights):
+            var.assign(w)
+
+    def count_params(self) -> int:
+        if not self.built:
+            raise ValueError(
+                f"layer {self.name!r} is not built yet: give it an input_shape or call it first"
+            )
+        return int(sum(v.value.size for v in self._variables))
+
+    # --- shapes ----------------------------------------------------------------------------
+
+    def build_for(self, input_shape) -> tuple:
+        """Build once for ``input_shape`` (no batch dim); return the output shape."""
+        input_shape = _shape_tuple(input_shape, "input_shape")
+        if self.built:
+            if input_shape != self.input_shape:
+                raise ValueError(
+                    f"layer {self.name!r} was built for inputs of shape "
+                    f"{(None, *self.input_shape)}, got {(None, *input_shape)}"
+                )
+            return self.output_shape
+        out = tuple(self.compute_output_shape(input_shape))
+        self.build(input_shape)
+        self.input_shape, self.output_shape, self.built = input_shape, out, True
+        return out
+
+    def build(self, input_shape) -> None:
+        """Create weights for ``input_shape`` (batch dim excluded). Default: none."""
+
+    def compute_output_shape(self, input_shape) -> tuple:
+        return input_shape
+
+    # --- compute ---------------------------------------------------------------------------
+
+    def forward(self, x: np.ndarray, training: bool = False):
+        """(y, ctx) for a batch x; ctx goes to ``backward``."""
+        return self._forward(x, training)
+
+    def backward(self, ctx, dy: np.ndarray, need_input_grad: bool = True):
+        """dL/dx (None if not needed); adds dL/dw into trainable variables' .grad."""
+        return self._backward(ctx, dy, need_input_grad)
+
+    def _forward(self, x, training):
+        raise NotImplementedError
+
+    def _backward(self, ctx, dy, need_input_grad):
+        raise NotImplementedError
+
+    def __call__(self, x, training: bool = False) -> np.ndarray:
+        """Apply the layer to a batch (NumPy array with a batch dimension)."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim < 1:
+            raise ValueError(f"layer {self.name!r} needs a batch of inputs, got a scalar")
+        self.build_for(x.shape[1:])
+        return self.forward(x, training)[0]
+
+    # --- config ----------------------------------------------------------------------------
+
+    def get_config(self) -> dict:
+        cfg = {"name": self.name, "trainable": self._trainable}
+        if self._declared_input_shape is not None:
+            cfg["input_shape"] = list(self._declared_input_shape)
+        return cfg
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r}>"
+
+
+class InputLayer(Layer):
+    """Declares the input shape of a model (no weights; the identity)."""
+
+    def __init__(self, shape=None, name=None, input_shape=None, **kwargs):
+        shape = shape if shape is not None else input_shape
+        if shape is None:
+            raise ValueError("InputLayer needs a shape, e.g. Input(shape=(28, 28, 1))")
+        super().__init__(name=name, **kwargs)
+        self.shape = _shape_tuple(shape, "shape")
+        self.build_for(self.shape)
+
+    def _forward(self, x, training):
+        return x, None
+
+    def _backward(self, ctx, dy, need_input_grad):
+        return dy
+
+    def get_config(self):
+        return {"name": self.name, "shape": list(self.shape)}
+
+
+class SymbolicTensor:
+    """What ``Input(shape)`` returns: a placeholder with a shape ((None, *shape)).
+
+    ``Sequential([Input((28, 28, 1)), ...])`` uses it to fix the input shape; layer graphs
+    (the functional API) will be built by calling layers on such tensors.
+    """
+
+    def __init__(self, shape: tuple, layer: Layer):
+        self.shape = (None, *shape)
+        self.layer = layer
+
+    def __repr__(self) -> str:
+        return f"<SymbolicTensor shape={self.shape} from {self.layer.name!r}>"
+
+
+def Input(shape, name=None) -> SymbolicTensor:  # noqa: N802 (Keras's name)
+    """A model input of ``shape`` (batch dimension excluded), as ``keras.Input``."""
+    layer = InputLayer(shape=shape, name=name)
+    return SymbolicTensor(layer.shape, layer)

@@ -1,0 +1,262 @@
+"""Dense, Flatten, Dropout and the activation layers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import activations, initializers, regularizers
+from .._shapes import as_int
+from ..utils import new_rng
+from .base import Layer
+
+
+class ActivationContext:
+    """ctx of a layer that ends in an activation.
+
+    x: its input; y: its output (activation backwards need only y); logits: the
+    pre-activation, kept only in training for softmax/sigmoid heads so a cross-entropy loss
+    can be computed from logits (exact, no clipping) and its gradient fused with the
+    activation's (p - y).
+    """
+
+    __slots__ = ("x", "y", "logits")
+
+    def __init__(self, x, y, logits=None):
+        self.x, self.y, self.logits = x, y, logits
+
+
+def activate(activation, z: np.ndarray, x: np.ndarray, training: bool) -> ActivationContext:
+    """Apply ``activation`` to the pre-activation buffer z (in place) and build the ctx."""
+    logits = z.copy() if training and activation.name in ("softmax", "sigmoid") else None
+    return ActivationContext(x, activation.forward(z), logits)
+
+
+def activation_grad(activation, ctx: ActivationContext, dy, skip_activation: bool):
+    """dL/dz: dy itself when the loss already gave the gradient w.r.t. the logits."""
+    return dy if skip_activation else activation.backward(ctx.y, dy)
+
+
+class Dense(Layer):
+    """y = activation(x @ kernel + bias) over the last axis; kernel shape (in, units)."""
+
+    def __init__(
+        self,
+        units,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.units = as_int(units, "units")
+        if self.units < 1:
+            raise ValueError(f"units must be >= 1, got {units!r}")
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.activity_regularizer = regularizers.get(activity_regularizer)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) < 1:
+            raise ValueError(f"Dense {self.name!r} needs inputs with a feature axis")
+        return (*input_shape[:-1], self.units)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            "kernel", (input_shape[-1], self.units), self.kernel_initializer,
+            self.kernel_regularizer,
+        )  # fmt: skip
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                "bias", (self.units,), self.bias_initializer, self.bias_regularizer
+            )
+
+    def _forward(self, x, training):
+        x2 = x.reshape(-1, x.shape[-1])  # (N*..., in)
+        z = x2 @ self.kernel.value  # (N*..., units)
+        if self.bias is not None:
+            z += self.bias.value
+        ctx = activate(self.activation, z, x, training)
+        ctx.y = ctx.y.reshape(*x.shape[:-1], self.units)
+        return ctx.y, ctx
+
+    def backward(self, ctx, dy, need_input_grad=True, skip_activation=False):
+        dz = activation_grad(self.activation, ctx, dy, skip_activation)
+        dz2 = dz.reshape(-1, self.units)
+        x2 = ctx.x.reshape(-1, ctx.x.shape[-1])
+        if self.trainable:
+            self.kernel.add_grad(x2.T @ dz2)  # (in, units)
+            if self.bias is not None:
+                self.bias.add_grad(dz2.sum(axis=0))
+        if not need_input_grad:
+            return None
+        return (dz2 @ self.kernel.value.T).reshape(ctx.x.shape)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "activation": activations.serialize(self.activation),
+            "use_bias": self.use_bias,
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+            "activity_regularizer": regularizers.serialize(self.activity_regularizer),
+        }
+
+
+class Flatten(Layer):
+    """(N, d1, d2, ...) -> (N, d1*d2*...), in memory order (channels last by default)."""
+
+    def __init__(self, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        if data_format not in (None, "channels_last", "channels_first"):
+            raise ValueError(f"data_format must be channels_last or channels_first, got {data_format!r}")
+        self.data_format = data_format
+
+    def compute_output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
+
+    def _forward(self, x, training):
+        return x.reshape(x.shape[0], -1), x.shape
+
+    def _backward(self, ctx, dy, need_input_grad):
+        return dy.reshape(ctx) if need_input_grad else None
+
+    def get_config(self):
+        cfg = super().get_config()
+        if self.data_format is not None:
+            cfg["data_format"] = self.data_format
+        return cfg
+
+
+class Reshape(Layer):
+    """Reshape each sample to ``target_shape`` (one dimension may be -1)."""
+
+    def __init__(self, target_shape, **kwargs):
+        super().__init__(**kwargs)
+        self.target_shape = tuple(as_int(d, "target_shape") for d in target_shape)
+
+    def compute_output_shape(self, input_shape):
+        size = int(np.prod(input_shape))
+        try:
+            return np.empty((size,), np.uint8).reshape(self.target_shape).shape
+        except ValueError:
+            raise ValueError(
+                f"Reshape {self.name!r}: cannot reshape {input_shape} to {self.target_shape}"
+            ) from None
+
+    def _forward(self, x, training):
+        return x.reshape(x.shape[0], *self.output_shape), x.shape
+
+    def _backward(self, ctx, dy, need_input_grad):
+        return dy.reshape(ctx) if need_input_grad else None
+
+    def get_config(self):
+        return {**super().get_config(), "target_shape": list(self.target_shape)}
+
+
+class Dropout(Layer):
+    """In training, zero each input with probability ``rate`` and scale the rest by
+    1/(1-rate) (inverted dropout); the identity at inference."""
+
+    def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)):
+            raise TypeError(f"rate must be a float in [0, 1), got {rate!r}")
+        if not 0 <= rate < 1:
+            raise ValueError(f"rate must be in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+        self.noise_shape = None if noise_shape is None else tuple(noise_shape)
+        self.seed = seed
+        self._rng = new_rng(seed)
+
+    def _forward(self, x, training):
+        if not training or self.rate == 0:
+            return x, None
+        shape = x.shape
+        if self.noise_shape is not None:  # broadcast one mask along axes given as 1 / None
+            shape = tuple(s if n is None else n for s, n in zip(x.shape, self.noise_shape))
+        keep = self._rng.random(shape, dtype=np.float32) >= self.rate
+        mask = keep.astype(np.float32)
+        mask *= np.float32(1.0 / (1.0 - self.rate))
+        return x * mask, mask
+
+    def _backward(self, mask, dy, need_input_grad):
+        if not need_input_grad:
+            return None
+        return dy if mask is None else dy * mask
+
+    def get_config(self):
+        cfg = {**super().get_config(), "rate": self.rate, "seed": self.seed}
+        if self.noise_shape is not None:
+            cfg["noise_shape"] = list(self.noise_shape)
+        return cfg
+
+
+class Activation(Layer):
+    """Apply an activation function ("relu", "softmax", ...) as its own layer."""
+
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = activations.get(activation)
+
+    def _forward(self, x, training):
+        ctx = activate(self.activation, x.copy(), x, training)
+        return ctx.y, ctx
+
+    def backward(self, ctx, dy, need_input_grad=True, skip_activation=False):
+        if not need_input_grad:
+            return None
+        return activation_grad(self.activation, ctx, dy, skip_activation)
+
+    def get_config(self):
+        return {**super().get_config(), "activation": activations.serialize(self.activation)}
+
+
+class ReLU(Activation):
+    """max(x, 0), optionally leaky below 0 (negative_slope) and capped (max_value)."""
+
+    def __init__(self, max_value=None, negative_slope=0.0, **kwargs):
+        super().__init__(activations.Relu(negative_slope, max_value), **kwargs)
+
+    def get_config(self):
+        cfg = Layer.get_config(self)
+        return {**cfg, **self.activation.get_config()}
+
+
+class LeakyReLU(Activation):
+    def __init__(self, negative_slope=0.3, **kwargs):
+        super().__init__(activations.LeakyRelu(negative_slope), **kwargs)
+
+    def get_config(self):
+        return {**Layer.get_config(self), "negative_slope": self.activation.negative_slope}
+
+
+class ELU(Activation):
+    def __init__(self, alpha=1.0, **kwargs):
+        super().__init__(activations.Elu(alpha), **kwargs)
+
+    def get_config(self):
+        return {**Layer.get_config(self), "alpha": self.activation.alpha}
+
+
+class Softmax(Activation):
+    """Softmax over the last axis."""
+
+    def __init__(self, axis=-1, **kwargs):
+        if axis != -1:
+            raise ValueError(f"Softmax supports axis=-1 only, got {axis!r}")
+        super().__init__(activations.Softmax(), **kwargs)
+
+    def get_config(self):
+        return Layer.get_config(self)

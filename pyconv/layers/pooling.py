@@ -1,0 +1,120 @@
+"""MaxPooling2D, AveragePooling2D and the global poolings, on the C++ pooling core."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional
+from .._shapes import pair, pool_output_size, resolve_padding
+from .base import Layer
+from .conv import data_format_arg, image_shape, padding_arg, spatial_dims
+
+
+class _Pooling2D(Layer):
+    def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size = pair(pool_size, "pool_size", 1)
+        self.strides = self.pool_size if strides is None else pair(strides, "strides", 1)
+        self.padding = padding_arg(padding)
+        self.data_format = data_format or "channels_last"
+        self._fmt = data_format_arg(data_format)
+
+    def compute_output_shape(self, input_shape):
+        h, w, c = spatial_dims(input_shape, self._fmt, self.name)
+        t, b, l, r = resolve_padding(self.padding, (h, w), self.pool_size, self.strides, (1, 1))
+        oh = pool_output_size(h, self.pool_size[0], self.strides[0], t, b, False)
+        ow = pool_output_size(w, self.pool_size[1], self.strides[1], l, r, False)
+        if oh < 1 or ow < 1:
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r}: pool_size {self.pool_size} is larger "
+                f"than the input {(None, *input_shape)}"
+            )
+        return image_shape(oh, ow, c, self._fmt)
+
+    def _args(self) -> dict:
+        return dict(
+            kernel_size=self.pool_size,
+            stride=self.strides,
+            padding=self.padding,
+            data_format=self._fmt,
+        )
+
+    def _backward(self, x, dy, need_input_grad):
+        return self._pool_backward(dy, x) if need_input_grad else None
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "pool_size": list(self.pool_size),
+            "strides": list(self.strides),
+            "padding": self.padding,
+            "data_format": self.data_format,
+        }
+
+
+class MaxPooling2D(_Pooling2D):
+    """Max over each window ("same" padding never wins a window)."""
+
+    def _forward(self, x, training):
+        return functional.max_pool2d(x, **self._args()), x
+
+    def _pool_backward(self, dy, x):
+        return functional.max_pool2d_backward(dy, x, **self._args())
+
+
+class AveragePooling2D(_Pooling2D):
+    """Mean over each window; with "same" padding the padded cells are not counted (Keras)."""
+
+    def _forward(self, x, training):
+        return functional.avg_pool2d(x, count_include_pad=False, **self._args()), x
+
+    def _pool_backward(self, dy, x):
+        return functional.avg_pool2d_backward(dy, x, count_include_pad=False, **self._args())
+
+
+class _GlobalPooling2D(Layer):
+    def __init__(self, data_format=None, keepdims=False, **kwargs):
+        super().__init__(**kwargs)
+        self.data_format = data_format or "channels_last"
+        self._fmt = data_format_arg(data_format)
+        self.keepdims = bool(keepdims)
+
+    def compute_output_shape(self, input_shape):
+        c = spatial_dims(input_shape, self._fmt, self.name)[2]
+        return image_shape(1, 1, c, self._fmt) if self.keepdims else (c,)
+
+    def _shape_out(self, y):
+        return y if self.keepdims else y.reshape(y.shape[0], -1)
+
+    def get_config(self):
+        return {**super().get_config(), "data_format": self.data_format, "keepdims": self.keepdims}
+
+
+class GlobalAveragePooling2D(_GlobalPooling2D):
+    """Mean over H and W: (N, C) (or (N, 1, 1, C) with keepdims)."""
+
+    def _forward(self, x, training):
+        return self._shape_out(functional.global_avg_pool2d(x, self._fmt, keepdims=True)), x
+
+    def _backward(self, x, dy, need_input_grad):
+        if not need_input_grad:
+            return None
+        return functional.global_avg_pool2d_backward(dy, x, self._fmt)
+
+
+class GlobalMaxPooling2D(_GlobalPooling2D):
+    """Max over H and W: (N, C) (or (N, 1, 1, C) with keepdims)."""
+
+    def _window(self, x):
+        return x.shape[1:3] if self._fmt == "NHWC" else x.shape[2:4]
+
+    def _forward(self, x, training):
+        y = functional.max_pool2d(x, self._window(x), data_format=self._fmt)
+        return self._shape_out(y), x
+
+    def _backward(self, x, dy, need_input_grad):
+        if not need_input_grad:
+            return None
+        c = x.shape[3] if self._fmt == "NHWC" else x.shape[1]
+        g = np.reshape(dy, (x.shape[0], 1, 1, c) if self._fmt == "NHWC" else (x.shape[0], c, 1, 1))
+        return functional.max_pool2d_backward(g, x, self._window(x), data_format=self._fmt)

@@ -1,0 +1,241 @@
+"""Losses as value-and-gradient pairs.
+
+Each loss reduces per-sample losses l_i with optional sample weights w_i as Keras does:
+L = sum_i(w_i * l_i) / N. ``value_and_grad(y_true, y_pred)`` returns L and dL/dy_pred.
+Cross-entropies after a softmax/sigmoid layer are *fused*: the model hands them the logits z
+and they return dL/dz = w * (softmax(z) - y) / N directly, computed from log-softmax, so the
+loss is exact for any logits and the softmax Jacobian is never formed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_EPS = 1e-7  # Keras's clipping of probabilities when a loss gets probabilities, not logits
+
+
+def _weights(sample_weight, n: int) -> np.ndarray | None:
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight, dtype=np.float32).reshape(-1)
+    if w.shape[0] != n:
+        raise ValueError(f"sample_weight must have one weight per sample ({n}), got {w.shape[0]}")
+    return w
+
+
+def _reduce(per_sample: np.ndarray, w) -> float:
+    n = per_sample.shape[0]
+    if w is not None:
+        return float(np.dot(per_sample.astype(np.float64), w) / n)
+    return float(per_sample.sum(dtype=np.float64) / n)
+
+
+def _scale(per_sample_grad: np.ndarray, w, n: int) -> np.ndarray:
+    """Multiply row i of a gradient by w_i / N."""
+    g = per_sample_grad
+    if w is not None:
+        g *= (w / n).reshape(-1, *([1] * (g.ndim - 1)))
+    else:
+        g *= np.float32(1.0 / n)
+    return g
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float32, copy=True)
+    z -= z.max(axis=-1, keepdims=True)
+    z -= np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return z
+
+
+def _sparse_labels(y_true, y_pred: np.ndarray) -> np.ndarray:
+    y = np.asarray(y_true)
+    if y.ndim == y_pred.ndim and y.shape[-1] == 1:
+        y = y[..., 0]
+    if y.shape != y_pred.shape[:-1]:
+        raise ValueError(
+            f"sparse labels y must have shape {y_pred.shape[:-1]} (one class index per sample) "
+            f"for predictions of shape {y_pred.shape}, got {y.shape}"
+        )
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.equal(np.mod(y, 1), 0)):
+            raise ValueError("sparse labels y must be integer class indices")
+        y = y.astype(np.int64)
+    k = y_pred.shape[-1]
+    if y.size and (y.min() < 0 or y.max() >= k):
+        raise ValueError(f"labels y must be in [0, {k}), got values in [{y.min()}, {y.max()}]")
+    return y
+
+
+def _dense_targets(y_true, y_pred: np.ndarray) -> np.ndarray:
+    y = np.asarray(y_true, dtype=np.float32)
+    if y.shape != y_pred.shape and y.size == y_pred.size:
+        y = y.reshape(y_pred.shape)  # e.g. (N,) labels for a (N, 1) sigmoid output
+    if y.shape != y_pred.shape:
+        raise ValueError(f"targets y must have the predictions' shape {y_pred.shape}, got {y.shape}")
+    return y
+
+
+class Loss:
+    name = "loss"
+    fused_activation: str | None = None  # the activation whose gradient this loss can absorb
+
+    def __init__(self, from_logits=False):
+        self.from_logits = bool(from_logits)
+
+    def value_and_grad(self, y_true, y_pred, sample_weight=None):
+        raise NotImplementedError
+
+    def value_and_grad_logits(self, y_true, logits, sample_weight=None):
+        raise NotImplementedError
+
+    def __call__(self, y_true, y_pred, sample_weight=None) -> float:
+        y_pred = np.asarray(y_pred, dtype=np.float32)
+        if self.from_logits:
+            return self.value_and_grad_logits(y_true, y_pred, sample_weight)[0]
+        return self.value_and_grad(y_true, y_pred, sample_weight)[0]
+
+    def get_config(self) -> dict:
+        return {"from_logits": self.from_logits}
+
+
+class CategoricalCrossentropy(Loss):
+    """-sum(y * log p) per sample, y one-hot (or soft) targets."""
+
+    name = "categorical_crossentropy"
+    fused_activation = "softmax"
+
+    def _targets(self, y_true, y_pred):
+        return _dense_targets(y_true, y_pred)
+
+    def value_and_grad(self, y_true, y_pred, sample_weight=None):
+        if self.from_logits:
+            return self.value_and_grad_logits(y_true, y_pred, sample_weight)
+        y = self._targets(y_true, y_pred)
+        w = _weights(sample_weight, len(y_pred))
+        p = np.clip(y_pred / y_pred.sum(axis=-1, keepdims=True), _EPS, 1 - _EPS)
+        loss = _reduce(-(y * np.log(p)).reshape(len(p), -1).sum(axis=1), w)
+        return loss, _scale(-y / p, w, len(p))
+
+    def value_and_grad_logits(self, y_true, logits, sample_weight=None):
+        y = self._targets(y_true, logits)
+        w = _weights(sample_weight, len(logits))
+        logp = _log_softmax(logits)
+        loss = _reduce(-(y * logp).reshape(len(logp), -1).sum(axis=1), w)
+        grad = np.exp(logp) * y.sum(axis=-1, keepdims=True) - y
+        return loss, _scale(grad, w, len(logits))
+
+
+class SparseCategoricalCrossentropy(Loss):
+    """-log p[label] per sample, labels as integer class indices."""
+
+    name = "sparse_categorical_crossentropy"
+    fused_activation = "softmax"
+
+    def value_and_grad(self, y_true, y_pred, sample_weight=None):
+        if self.from_logits:
+            return self.value_and_grad_logits(y_true, y_pred, sample_weight)
+        lab = _sparse_labels(y_true, y_pred)
+        w = _weights(sample_weight, len(y_pred))
+        p = np.clip(y_pred / y_pred.sum(axis=-1, keepdims=True), _EPS, 1 - _EPS)
+        picked = np.take_along_axis(p, lab[..., None], axis=-1)[..., 0]
+        loss = _reduce(-np.log(picked).reshape(len(p), -1).sum(axis=1), w)
+        grad = np.zeros_like(p)
+        np.put_along_axis(grad, lab[..., None], (-1.0 / picked)[..., None], axis=-1)
+        return loss, _scale(grad, w, len(p))
+
+    def value_and_grad_logits(self, y_true, logits, sample_weight=None):
+        lab = _sparse_labels(y_true, logits)
+        w = _weights(sample_weight, len(logits))
+        logp = _log_softmax(logits)
+        picked = np.take_along_axis(logp, lab[..., None], axis=-1)[..., 0]
+        loss = _reduce(-picked.reshape(len(logp), -1).sum(axis=1), w)
+        grad = np.exp(logp)
+        idx = lab[..., None]
+        np.put_along_axis(grad, idx, np.take_along_axis(grad, idx, axis=-1) - 1, axis=-1)
+        return loss, _scale(grad, w, len(logits))
+
+
+class BinaryCrossentropy(Loss):
+    """-(y log p + (1-y) log(1-p)), averaged over the last axis."""
+
+    name = "binary_crossentropy"
+    fused_activation = "sigmoid"
+
+    def value_and_grad(self, y_true, y_pred, sample_weight=None):
+        if self.from_logits:
+            return self.value_and_grad_logits(y_true, y_pred, sample_weight)
+        y = _dense_targets(y_true, y_pred)
+        w = _weights(sample_weight, len(y_pred))
+        p = np.clip(y_pred, _EPS, 1 - _EPS)
+        k = y_pred.shape[-1]
+        per = -(y * np.log(p) + (1 - y) * np.log1p(-p))
+        loss = _reduce(per.reshape(len(p), -1).sum(axis=1) / k, w)
+        grad = (p - y) / (p * (1 - p) * k)
+        return loss, _scale(grad.astype(np.float32), w, len(p))
+
+    def value_and_grad_logits(self, y_true, logits, sample_weight=None):
+        y = _dense_targets(y_true, logits)
+        w = _weights(sample_weight, len(logits))
+        z = logits.astype(np.float32)
+        k = z.shape[-1]
+        per = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+        loss = _reduce(per.reshape(len(z), -1).sum(axis=1) / k, w)
+        sig = np.exp(-np.logaddexp(0, -z))
+        return loss, _scale(((sig - y) / k).astype(np.float32), w, len(z))
+
+
+class MeanSquaredError(Loss):
+    name = "mean_squared_error"
+
+    def value_and_grad(self, y_true, y_pred, sample_weight=None):
+        y = _dense_targets(y_true, y_pred)
+        w = _weights(sample_weight, len(y_pred))
+        d = y_pred - y
+        k = d[0].size if len(d) else 1
+        loss = _reduce(np.square(d).reshape(len(d), -1).sum(axis=1) / k, w)
+        return loss, _scale(d * np.float32(2.0 / k), w, len(d))
+
+    def get_config(self):
+        return {}
+
+
+class MeanAbsoluteError(Loss):
+    name = "mean_absolute_error"
+
+    def value_and_grad(self, y_true, y_pred, sample_weight=None):
+        y = _dense_targets(y_true, y_pred)
+        w = _weights(sample_weight, len(y_pred))
+        d = y_pred - y
+        k = d[0].size if len(d) else 1
+        loss = _reduce(np.abs(d).reshape(len(d), -1).sum(axis=1) / k, w)
+        return loss, _scale(np.sign(d) / np.float32(k), w, len(d))
+
+    def get_config(self):
+        return {}
+
+
+_BY_NAME = {
+    "categorical_crossentropy": CategoricalCrossentropy,
+    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+    "binary_crossentropy": BinaryCrossentropy,
+    "mean_squared_error": MeanSquaredError,
+    "mse": MeanSquaredError,
+    "mean_absolute_error": MeanAbsoluteError,
+    "mae": MeanAbsoluteError,
+}
+_BY_CLASS = {cls.__name__: cls for cls in _BY_NAME.values()}
+
+
+def get(identifier) -> Loss:
+    """A Loss from a name ("sparse_categorical_crossentropy"), a config dict or a Loss."""
+    if isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
+        return _BY_NAME[identifier.lower()]()
+    if isinstance(identifier, dict) and identifier.get("class_name") in _BY_CLASS:
+        return _BY_CLASS[identifier["class_name"]](**identifier.get("config", {}))
+    raise ValueError(f"unknown loss {identifier!r}; use one of {', '.join(sorted(_BY_NAME))}")
+
+
+def serialize(loss: Loss) -> dict:
+    return {"class_name": type(loss).__name__, "config": loss.get_config()}

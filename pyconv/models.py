@@ -1,0 +1,645 @@
+"""Models: the training loop (``Model``) and the layer stack (``Sequential``).
+
+``Model`` owns everything that does not depend on how layers are wired: compile, fit,
+evaluate, predict, weights, summary, save. A subclass supplies the wiring through two
+methods over a *tape* (the list of per-layer contexts of one forward pass):
+
+    y, tape = model._forward(x, training)
+    model._backward(tape, dy, skip_activation)
+
+``Sequential`` implements them as a chain; a layer graph (functional ``Model(inputs,
+outputs)``) implements them as a walk over its nodes in topological order, reusing all
+of the rest.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import callbacks as cbks
+from . import losses as losses_mod
+from . import metrics as metrics_mod
+from . import optimizers as optimizers_mod
+from . import saving
+from .layers import InputLayer, Layer, SymbolicTensor, deserialize, serialize
+from .utils import new_rng, shape_str, snake_case, unique_name
+
+
+class TapeEntry:
+    """One layer application: the layer, its ctx, and (with an activity regularizer) its output."""
+
+    __slots__ = ("layer", "ctx", "output")
+
+    def __init__(self, layer, ctx, output=None):
+        self.layer, self.ctx, self.output = layer, ctx, output
+
+
+def apply_layer(layer: Layer, x, training: bool, tape: list, penalties: list):
+    """Forward one layer, recording its tape entry and activity penalty (one place for both)."""
+    y, ctx = layer.forward(x, training)
+    reg = layer.activity_regularizer
+    if reg is not None:
+        penalties.append(reg.penalty(y) / len(y))
+        tape.append(TapeEntry(layer, ctx, y))
+    else:
+        tape.append(TapeEntry(layer, ctx))
+    return y
+
+
+def backprop_layer(entry: TapeEntry, dy, need_input_grad: bool, skip_activation=False):
+    """Backward one tape entry (adding the activity penalty's gradient to dy first)."""
+    layer = entry.layer
+    if entry.output is not None:
+        dy = dy + layer.activity_regularizer.gradient(entry.output) / np.float32(len(dy))
+    if skip_activation:
+        return layer.backward(entry.ctx, dy, need_input_grad, skip_activation=True)
+    return layer.backward(entry.ctx, dy, need_input_grad)
+
+
+def _as_batch_array(x, name: str) -> np.ndarray:
+    if isinstance(x, (list, tuple)) and x and not np.isscalar(x[0]):
+        x = np.asarray(x)
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise TypeError(f"{name} must be a numeric array, got dtype {x.dtype}")
+    if x.ndim < 1:
+        raise ValueError(f"{name} must have a batch dimension, got a scalar")
+    return x
+
+
+class Model:
+    """Base class: the training loop and everything shared by Sequential and layer graphs."""
+
+    def __init__(self, name=None):
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"name must be a non-empty str, got {name!r}")
+        self.name = name or unique_name(snake_case(type(self).__name__))
+        self.optimizer = None
+        self.loss = None
+        self.compiled = False
+        self.stop_training = False
+        self.history = None
+        self._metric_names: list[str] = []
+        self._metric_fns: list = []
+        self._metric_specs: list = []
+        self._rng = None
+
+    # --- wiring (subclasses) ----------------------------------------------------------------
+
+    @property
+    def layers(self) -> list[Layer]:
+        raise NotImplementedError
+
+    @property
+    def built(self) -> bool:
+        raise NotImplementedError
+
+    def _forward(self, x, training: bool):
+        """(y, tape, activity_penalty)"""
+        raise NotImplementedError
+
+    def _backward(self, tape, dy, skip_activation: bool) -> None:
+        raise NotImplementedError
+
+    def _ensure_built(self, x: np.ndarray) -> None:
+        raise NotImplementedError
+
+    # --- weights ----------------------------------------------------------------------------
+
+    def _unique_variables(self):
+        seen, out = set(), []
+        for layer in self.layers:
+            for v in layer.weights:
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    out.append((layer, v))
+        return out
+
+    @property
+    def weights(self):
+        return [v for _, v in self._unique_variables()]
+
+    @property
+    def trainable_weights(self):
+        return [v for layer, v in self._unique_variables() if v.trainable and layer.trainable]
+
+    @property
+    def non_trainable_weights(self):
+        return [v for layer, v in self._unique_variables() if not (v.trainable and layer.trainable)]
+
+    def get_weights(self) -> list[np.ndarray]:
+        return [v.value.copy() for v in self.weights]
+
+    def set_weights(self, weights) -> None:
+        weights = list(weights)
+        variables = self.weights
+        if len(weights) != len(variables):
+            raise ValueError(f"model {self.name!r} has {len(variables)} weights, got {len(weights)} arrays")
+        for var, w in zip(variables, weights):
+            if np.shape(w) != var.shape:
+                raise ValueError(f"weight {var.name!r} has shape {var.shape}, got {np.shape(w)}")
+        for var, w in zip(variables, weights):
+            var.assign(w)
+
+    def count_params(self) -> int:
+        self._require_built("count_params")
+        return int(sum(v.value.size for v in self.weights))
+
+    def get_layer(self, name=None, index=None) -> Layer:
+        if index is not None:
+            return self.layers[index]
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"no layer named {name!r}; layers: {', '.join(l.name for l in self.layers)}")
+
+    def _require_built(self, what: str) -> None:
+        if not self.built:
+            raise ValueError(
+                f"model {self.name!r} is not built: give the first layer an input_shape, start "
+                f"with pyconv.Input(shape), or call fit/predict before {what}()"
+            )
+
+    # --- compile ----------------------------------------------------------------------------
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None):
+        """Choose the optimizer, the loss and the metrics (names or objects, as in Keras)."""
+        if loss is None:
+            raise ValueError("compile() needs a loss, e.g. loss='sparse_categorical_crossentropy'")
+        self.optimizer = optimizers_mod.get(optimizer)
+        self.loss = losses_mod.get(loss)
+        if metrics is None:
+            metrics = []
+        if isinstance(metrics, (str,)) or callable(metrics):
+            metrics = [metrics]
+        self._metric_specs = list(metrics)
+        pairs = [metrics_mod.get(m, self.loss.name) for m in self._metric_specs]
+        self._metric_names = [n for n, _ in pairs]
+        self._metric_fns = [f for _, f in pairs]
+        self.compiled = True
+
+    def _require_compiled(self, what: str) -> None:
+        if not self.compiled:
+            raise RuntimeError(f"call model.compile(optimizer, loss, metrics) before {what}()")
+
+    # --- one step ---------------------------------------------------------------------------
+
+    def _loss_and_grad(self, y_true, y_pred, tape, sample_weight):
+        """(loss, dL/d(output or logits), whether the last activation's backward is folded in)."""
+        last = tape[-1].ctx
+        act = getattr(tape[-1].layer, "activation", None)
+        logits = getattr(last, "logits", None)
+        if (
+            self.loss.fused_activation is not None
+            and not self.loss.from_logits
+            and act is not None
+            and act.name == self.loss.fused_activation
+            and logits is not None
+        ):
+            loss, grad = self.loss.value_and_grad_logits(y_true, logits, sample_weight)
+            return loss, grad, True
+        loss, grad = self.loss.value_and_grad(y_true, y_pred, sample_weight)
+        return loss, grad.astype(np.float32, copy=False), False
+
+    def _regularization(self, add_grads: bool) -> float:
+        """Sum of weight penalties; with add_grads, their gradients go into trainable .grad."""
+        total = 0.0
+        for layer, var in self._unique_variables():
+            if var.regularizer is None:
+                continue
+            total += var.regularizer.penalty(var.value)
+            if add_grads and var.trainable and layer.trainable:
+                var.add_grad(var.regularizer.gradient(var.value))
+        return total
+
+    def _metrics(self, y_true, y_pred) -> list[np.ndarray]:
+        return [np.asarray(f(y_true, y_pred), dtype=np.float64).reshape(-1) for f in self._metric_fns]
+
+    def _train_step(self, x, y, sample_weight):
+        y_pred, tape, penalty = self._forward(x, training=True)
+        loss, grad, fused = self._loss_and_grad(y, y_pred, tape, sample_weight)
+        trainable = self.trainable_weights
+        for v in trainable:
+            v.grad = None
+        self._backward(tape, grad, fused)
+        loss += penalty + self._regularization(add_grads=True)
+        self.optimizer.apply(trainable)
+        for v in trainable:
+            v.grad = None
+        return loss, self._metrics(y, y_pred)
+
+    def train_on_batch(self, x, y, sample_weight=None, return_dict=False):
+        """One optimizer step on one batch; returns the loss and metrics of that batch."""
+        self._require_compiled("train_on_batch")
+        x, y = self._check_xy(x, y)
+        self._ensure_built(x)
+        loss, mets = self._train_step(x.astype(np.float32, copy=False), y, sample_weight)
+        return self._result(loss, [float(m.mean()) for m in mets], return_dict)
+
+    def _result(self, loss, metric_values, return_dict):
+        if return_dict:
+            return {"loss": loss, **dict(zip(self._metric_names, metric_values))}
+        return [loss, *metric_values] if self._metric_names else loss
+
+    # --- data -------------------------------------------------------------------------------
+
+    def _check_xy(self, x, y):
+        x = _as_batch_array(x, "x")
+        if y is None:
+            raise ValueError("y (the targets) is required")
+        y = _as_batch_array(y, "y")
+        if len(x) != len(y):
+            raise ValueError(f"x and y must have the same number of samples, got {len(x)} and {len(y)}")
+        return x, y
+
+    def _class_sample_weights(self, y, class_weight) -> np.ndarray:
+        if not isinstance(class_weight, dict):
+            raise TypeError("class_weight must be a dict {class index: weight}")
+        labels = np.argmax(y, axis=-1) if y.ndim > 1 and y.shape[-1] > 1 else y.reshape(len(y), -1)[:, 0]
+        labels = labels.astype(np.int64)
+        table = np.ones(int(max(labels.max(initial=0), *class_weight.keys())) + 1, np.float32)
+        for k, w in class_weight.items():
+            table[int(k)] = w
+        return table[labels]
+
+    # --- fit --------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        epochs=1,
+        verbose="auto",
+        callbacks=None,
+        validation_split=0.0,
+        validation_data=None,
+        shuffle=True,
+        class_weight=None,
+        sample_weight=None,
+        initial_epoch=0,
+        validation_batch_size=None,
+    ):
+        """Train for ``epochs`` epochs; returns a History (also ``model.history``)."""
+        self._require_compiled("fit")
+        x, y = self._check_xy(x, y)
+        batch_size = 32 if batch_size is None else int(batch_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= validation_split < 1:
+            raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, np.float32).reshape(-1)
+            if len(sample_weight) != len(x):
+                raise ValueError("sample_weight must have one weight per sample of x")
+        if class_weight is not None:
+            cw = self._class_sample_weights(y, class_weight)
+            sample_weight = cw if sample_weight is None else sample_weight * cw
+        if validation_data is None and validation_split > 0:
+            split = int(len(x) * (1 - validation_split))
+            if split < 1 or split == len(x):
+                raise ValueError(f"validation_split={validation_split} leaves no training or validation data")
+            validation_data = (x[split:], y[split:])
+            if sample_weight is not None:
+                validation_data += (sample_weight[split:],)
+            x, y = x[:split], y[:split]
+            sample_weight = None if sample_weight is None else sample_weight[:split]
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError("validation_data must be a tuple (x_val, y_val) or (x_val, y_val, sample_weight)")
+        self._ensure_built(x)
+        if self._rng is None:
+            self._rng = new_rng()
+        verbose = 1 if verbose == "auto" else int(verbose)
+        n = len(x)
+        steps = -(-n // batch_size)
+        history = cbks.History()
+        cb_list = [history, *(callbacks or [])]
+        if verbose:
+            cb_list.insert(1, cbks.ProgbarLogger(verbose))
+        params = {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size}
+        cb = cbks.CallbackList(cb_list, self, params)
+        self.stop_training = False
+        self.history = history
+        cb.on_train_begin()
+        logs: dict = {}
+        for epoch in range(int(initial_epoch), int(epochs)):
+            cb.on_epoch_begin(epoch)
+            order = self._rng.permutation(n) if shuffle else np.arange(n)
+            loss_sum, met_sums, seen = 0.0, [0.0] * len(self._metric_fns), 0
+            for step in range(steps):
+                idx = order[step * batch_size : (step + 1) * batch_size]
+                if shuffle:
+                    idx = np.sort(idx)  # gather in memory order: same batch, faster copy
+                xb = x[idx].astype(np.float32, copy=False)
+                sw = None if sample_weight is None else sample_weight[idx]
+                loss, mets = self._train_step(xb, y[idx], sw)
+                b = len(idx)
+                loss_sum += loss * b
+                seen += b
+                for i, m in enumerate(mets):
+                    met_sums[i] += float(m.sum())
+                logs = {"loss": loss_sum / seen}
+                logs.update({k: s / seen for k, s in zip(self._metric_names, met_sums)})
+                cb.on_train_batch_end(step, logs)
+                if self.stop_training:
+                    break
+            if validation_data is not None:
+                val = self.evaluate(
+                    *validation_data[:2],
+                    batch_size=validation_batch_size or batch_size,
+                    verbose=0,
+                    sample_weight=validation_data[2] if len(validation_data) == 3 else None,
+                    return_dict=True,
+                )
+                logs.update({f"val_{k}": v for k, v in val.items()})
+            cb.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        cb.on_train_end(logs)
+        return history
+
+    # --- evaluate / predict -------------------------------------------------------------------
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, return_dict=False):
+        """Loss (with regularization penalties, as in Keras) and metrics over (x, y)."""
+        self._require_compiled("evaluate")
+        x, y = self._check_xy(x, y)
+        self._ensure_built(x)
+        batch_size = 32 if batch_size is None else int(batch_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        sw = None if sample_weight is None else np.asarray(sample_weight, np.float32).reshape(-1)
+        n = len(x)
+        start_time = time.perf_counter()
+        loss_sum, met_sums = 0.0, [0.0] * len(self._metric_fns)
+        for start in range(0, n, batch_size):
+            xb = x[start : start + batch_size].astype(np.float32, copy=False)
+            yb = y[start : start + batch_size]
+            y_pred, tape, penalty = self._forward(xb, training=False)
+            swb = None if sw is None else sw[start : start + batch_size]
+            loss, _ = self.loss.value_and_grad(yb, y_pred, swb)
+            loss_sum += (loss + penalty) * len(xb)
+            for i, m in enumerate(self._metrics(yb, y_pred)):
+                met_sums[i] += float(m.sum())
+        loss = loss_sum / max(n, 1) + self._regularization(add_grads=False)
+        values = [s / max(n, 1) for s in met_sums]
+        if verbose == "auto" or verbose:
+            logs = self._result(loss, values, return_dict=True)
+            secs = time.perf_counter() - start_time
+            print(f"{-(-n // batch_size)}/{-(-n // batch_size)} - {secs:.0f}s" + cbks._fmt_logs(logs))
+        return self._result(loss, values, return_dict)
+
+    def predict(self, x, batch_size=None, verbose=0):
+        """Outputs for x, computed in batches of ``batch_size`` (default 32) in inference mode."""
+        x = _as_batch_array(x, "x")
+        self._ensure_built(x)
+        batch_size = 32 if batch_size is None else int(batch_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        outs = [
+            self._forward(x[s : s + batch_size].astype(np.float32, copy=False), training=False)[0]
+            for s in range(0, len(x), batch_size)
+        ]
+        if not outs:
+            return np.zeros((0, *self.output_shape[1:]), np.float32)
+        return np.concatenate(outs) if len(outs) > 1 else np.ascontiguousarray(outs[0])
+
+    def predict_on_batch(self, x):
+        return self.predict(x, batch_size=max(len(x), 1))
+
+    def __call__(self, x, training=False):
+        x = _as_batch_array(x, "x")
+        self._ensure_built(x)
+        return self._forward(x.astype(np.float32, copy=False), training)[0]
+
+    # --- summary ----------------------------------------------------------------------------
+
+    def summary(self, line_length=None, print_fn=None):
+        """Print Keras's table: layer (type), output shape, params; then the totals."""
+        self._require_built("summary")
+        print_fn = print_fn or print
+        rows = [
+            (f"{layer.name} ({type(layer).__name__})", shape_str((None, *layer.output_shape)),
+             f"{layer.count_params():,}")
+            for layer in self.layers
+        ]  # fmt: skip
+        w0 = max([len("Layer (type)")] + [len(r[0]) for r in rows]) + 3
+        w1 = max([len("Output Shape")] + [len(r[1]) for r in rows]) + 3
+        w2 = max([len("Param #")] + [len(r[2]) for r in rows])
+        width = max(line_length or 0, w0 + w1 + w2 + 1)
+        lines = [f'Model: "{self.name}"', "_" * width,
+                 " " + "Layer (type)".ljust(w0 - 1) + "Output Shape".ljust(w1) + "Param #", "=" * width]  # fmt: skip
+        for i, (a, b, c) in enumerate(rows):
+            lines.append(" " + a.ljust(w0 - 1) + b.ljust(w1) + c)
+            if i + 1 < len(rows):
+                lines.append("")
+        trainable = sum(v.value.size for v in self.trainable_weights)
+        non_trainable = sum(v.value.size for v in self.non_trainable_weights)
+        lines += ["=" * width, f"Total params: {trainable + non_trainable:,}",
+                  f"Trainable params: {trainable:,}", f"Non-trainable params: {non_trainable:,}",
+                  "_" * width]  # fmt: skip
+        for line in lines:
+            print_fn(line)
+
+    # --- saving -----------------------------------------------------------------------------
+
+    def get_config(self) -> dict:
+        raise NotImplementedError
+
+    def save(self, filepath, include_optimizer=True) -> None:
+        """Architecture, weights and optimizer state in one file, written atomically."""
+        self._require_built("save")
+        entries, arrays = saving.weight_arrays(self.weights)
+        manifest = {
+            "format": "pyconv-model",
+            "model": {"class_name": type(self).__name__, "config": self.get_config()},
+            "weights": entries,
+            "compile": None,
+        }
+        if self.compiled:
+            specs = [m for m in self._metric_specs if isinstance(m, str)]
+            manifest["compile"] = {
+                "loss": losses_mod.serialize(self.loss),
+                "metrics": specs,
+                "optimizer": optimizers_mod.serialize(self.optimizer),
+            }
+            if include_optimizer:
+                slots = {}
+                for vi, var in enumerate(self.weights):
+                    for slot, value in self.optimizer.slots.get(var.name, {}).items():
+                        key = f"opt{vi:04d}_{slot}"
+                        slots.setdefault(var.name, {})[slot] = key
+                        arrays[key] = value
+                manifest["optimizer_state"] = {"iterations": self.optimizer.iterations, "slots": slots}
+        saving.write_archive(filepath, manifest, arrays)
+
+    def save_weights(self, filepath) -> None:
+        """Only the weights (in order), written atomically; read back with load_weights."""
+        self._require_built("save_weights")
+        entries, arrays = saving.weight_arrays(self.weights)
+        saving.write_archive(filepath, {"format": "pyconv-weights", "weights": entries}, arrays)
+
+    def load_weights(self, filepath) -> None:
+        """Load weights saved by save_weights or save into this (same-architecture) model."""
+        self._require_built("load_weights")
+        with saving.Archive(filepath, "weights") as ar:
+            saving.load_weight_arrays(ar, self.weights)
+
+
+class Sequential(Model):
+    """A plain stack of layers, each feeding the next."""
+
+    def __init__(self, layers=None, name=None):
+        super().__init__(name)
+        self._layers: list[Layer] = []
+        self._input_layer: InputLayer | None = None
+        self._input_shape: tuple | None = None
+        for layer in layers or []:
+            self.add(layer)
+
+    @property
+    def layers(self) -> list[Layer]:
+        return list(self._layers)
+
+    @property
+    def built(self) -> bool:
+        return self._input_shape is not None and all(l.built for l in self._layers)
+
+    @property
+    def input_shape(self):
+        return None if self._input_shape is None else (None, *self._input_shape)
+
+    @property
+    def output_shape(self):
+        self._require_built("output_shape")
+        shape = self._input_shape if not self._layers else self._layers[-1].output_shape
+        return (None, *shape)
+
+    def add(self, layer) -> None:
+        if isinstance(layer, SymbolicTensor):
+            layer = layer.layer
+        if isinstance(layer, InputLayer):
+            if self._layers or self._input_layer is not None:
+                raise ValueError("an Input can only be the first element of a Sequential model")
+            self._input_layer = layer
+            self._build(layer.shape)
+            return
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential.add() takes a Layer, got {type(layer).__name__}")
+        if any(layer is l for l in self._layers):
+            raise ValueError(f"layer {layer.name!r} is already in this model")
+        if any(layer.name == l.name for l in self._layers):
+            raise ValueError(f"a layer named {layer.name!r} is already in this model; names must be unique")
+        self._layers.append(layer)
+        if not self._layers[:-1] and self._input_shape is None and layer._declared_input_shape:
+            self._build(layer._declared_input_shape)
+        elif self._input_shape is not None:
+            try:
+                layer.build_for(self._layers[-2].output_shape if len(self._layers) > 1 else self._input_shape)
+            except Exception:
+                self._layers.pop()
+                raise
+
+    def pop(self) -> Layer:
+        if not self._layers:
+            raise ValueError("there are no layers to pop")
+        return self._layers.pop()
+
+    def _build(self, input_shape) -> None:
+        shape = tuple(input_shape)
+        for layer in self._layers:
+            shape = layer.build_for(shape)
+        self._input_shape = tuple(input_shape)
+
+    def build(self, input_shape) -> None:
+        """Build for inputs of ``input_shape`` (with or without the leading None)."""
+        shape = tuple(input_shape)
+        if shape and shape[0] is None:
+            shape = shape[1:]
+        self._build(shape)
+
+    def _ensure_built(self, x: np.ndarray) -> None:
+        if self._input_shape is None:
+            self._build(x.shape[1:])
+        elif tuple(x.shape[1:]) != self._input_shape:
+            raise ValueError(
+                f"model {self.name!r} expects inputs of shape {shape_str((None, *self._input_shape))}, "
+                f"got x with shape {x.shape}"
+            )
+        elif not self.built:
+            self._build(self._input_shape)
+
+    def _forward(self, x, training):
+        tape: list[TapeEntry] = []
+        penalties: list[float] = []
+        for layer in self._layers:
+            x = apply_layer(layer, x, training, tape, penalties)
+        return x, tape, float(sum(penalties))
+
+    def _first_layer_needing_backward(self) -> int:
+        """Layers below the lowest trainable layer need no backward at all (frozen bases)."""
+        for i, layer in enumerate(self._layers):
+            if layer.trainable_weights:
+                return i
+        return len(self._layers)
+
+    def _backward(self, tape, dy, skip_activation):
+        first = self._first_layer_needing_backward()
+        for i in range(len(tape) - 1, first - 1, -1):
+            dy = backprop_layer(tape[i], dy, need_input_grad=i > first,
+                                skip_activation=skip_activation and i == len(tape) - 1)  # fmt: skip
+
+    def get_config(self) -> dict:
+        layers = [serialize(l) for l in self._layers]
+        if self._input_layer is not None:
+            layers.insert(0, serialize(self._input_layer))
+        cfg = {"name": self.name, "layers": layers}
+        if self._input_shape is not None:
+            cfg["input_shape"] = list(self._input_shape)
+        return cfg
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None):
+        model = cls(name=config.get("name"))
+        for spec in config.get("layers", []):
+            model.add(deserialize(spec, custom_objects))
+        if not model.built and config.get("input_shape") is not None:
+            model._build(tuple(config["input_shape"]))
+        return model
+
+
+MODEL_CLASSES = {"Sequential": Sequential}
+
+
+def load_model(filepath, custom_objects=None, compile=True) -> Model:
+    """Rebuild a model saved with ``model.save``: architecture, weights, optimizer state."""
+    with saving.Archive(filepath, "model") as ar:
+        m = ar.manifest
+        if m.get("format") != "pyconv-model":
+            raise saving.ModelFileError(f"{ar.path!r} holds only weights; use model.load_weights()")
+        spec = m.get("model") or {}
+        cls = (custom_objects or {}).get(spec.get("class_name")) or MODEL_CLASSES.get(spec.get("class_name"))
+        if cls is None:
+            raise saving.ModelFileError(f"{ar.path!r}: unknown model class {spec.get('class_name')!r}")
+        try:
+            model = cls.from_config(spec.get("config", {}), custom_objects)
+        except (TypeError, KeyError) as e:
+            raise saving.ModelFileError(f"{ar.path!r}: invalid model configuration ({e})") from None
+        saving.load_weight_arrays(ar, model.weights)
+        comp = m.get("compile")
+        if compile and comp:
+            model.compile(
+                optimizer=optimizers_mod.get(comp["optimizer"]),
+                loss=losses_mod.get(comp["loss"]),
+                metrics=comp.get("metrics") or None,
+            )
+            state = m.get("optimizer_state")
+            if state:
+                model.optimizer.iterations = int(state["iterations"])
+                for var_name, slots in state["slots"].items():
+                    model.optimizer.slots[var_name] = {s: ar.array(k) for s, k in slots.items()}
+    return model

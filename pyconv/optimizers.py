@@ -1,0 +1,211 @@
+"""SGD (momentum, Nesterov), Adam (AMSGrad) and RMSprop, with Keras's update rules.
+
+An optimizer reads each trainable Variable's ``.grad`` and updates ``.value`` in place.
+Its state (step count and per-variable slots such as Adam's moments) is keyed by variable
+name, so it can be saved with the model and restored to resume training exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Optimizer:
+    def __init__(
+        self,
+        learning_rate=0.001,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+        weight_decay=None,
+        name=None,
+    ):
+        self.learning_rate = learning_rate
+        for arg, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue),
+                       ("global_clipnorm", global_clipnorm), ("weight_decay", weight_decay)):  # fmt: skip
+            if v is not None and not (np.isfinite(v) and v >= 0):
+                raise ValueError(f"{arg} must be a number >= 0 or None, got {v!r}")
+        self.clipnorm, self.clipvalue = clipnorm, clipvalue
+        self.global_clipnorm, self.weight_decay = global_clipnorm, weight_decay
+        self.name = name or type(self).__name__.lower()
+        self.iterations = 0
+        self.slots: dict[str, dict[str, np.ndarray]] = {}
+
+    @property
+    def learning_rate(self) -> float:
+        return self._lr
+
+    @learning_rate.setter
+    def learning_rate(self, value) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+            raise TypeError(f"learning_rate must be a float, got {value!r}")
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"learning_rate must be a finite number > 0, got {value!r}")
+        self._lr = float(value)
+
+    def _slot(self, var, name: str) -> np.ndarray:
+        slots = self.slots.setdefault(var.name, {})
+        if name not in slots:
+            slots[name] = np.zeros_like(var.value)
+        return slots[name]
+
+    def apply(self, variables) -> None:
+        """One update of every variable in ``variables`` that has a gradient."""
+        pairs = [(v, v.grad) for v in variables if v.grad is not None]
+        if self.global_clipnorm is not None:
+            norm = np.sqrt(sum(float(np.square(g, dtype=np.float64).sum()) for _, g in pairs))
+            if norm > self.global_clipnorm:
+                for _, g in pairs:
+                    g *= np.float32(self.global_clipnorm / norm)
+        self.iterations += 1
+        lr = np.float32(self._lr)
+        for var, g in pairs:
+            if self.clipnorm is not None:
+                norm = float(np.sqrt(np.square(g, dtype=np.float64).sum()))
+                if norm > self.clipnorm:
+                    g *= np.float32(self.clipnorm / norm)
+            if self.clipvalue is not None:
+                np.clip(g, -self.clipvalue, self.clipvalue, out=g)
+            if self.weight_decay:  # decoupled (AdamW-style), as Keras 3
+                var.value -= (lr * np.float32(self.weight_decay)) * var.value
+            self._update(var, g, lr)
+
+    def _update(self, var, g: np.ndarray, lr: np.float32) -> None:
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        cfg = {"name": self.name, "learning_rate": self._lr}
+        for k in ("clipnorm", "clipvalue", "global_clipnorm", "weight_decay"):
+            if getattr(self, k) is not None:
+                cfg[k] = getattr(self, k)
+        return cfg
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config)
+
+
+class SGD(Optimizer):
+    """w -= lr*g; with momentum m = momentum*m - lr*g, w += m (Nesterov: w += momentum*m - lr*g)."""
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+
+    def _update(self, var, g, lr):
+        if not self.momentum:
+            var.value -= lr * g
+            return
+        m = self._slot(var, "momentum")
+        mu = np.float32(self.momentum)
+        m *= mu
+        m -= lr * g
+        if self.nesterov:
+            var.value += mu * m - lr * g
+        else:
+            var.value += m
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with Keras's bias correction folded into the step size."""
+
+    def __init__(
+        self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, **kwargs
+    ):
+        super().__init__(learning_rate, **kwargs)
+        for arg, v in (("beta_1", beta_1), ("beta_2", beta_2)):
+            if not 0 <= v < 1:
+                raise ValueError(f"{arg} must be in [0, 1), got {v!r}")
+        self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
+        self.epsilon, self.amsgrad = float(epsilon), bool(amsgrad)
+
+    def _update(self, var, g, lr):
+        t = self.iterations
+        b1, b2 = self.beta_1, self.beta_2
+        step = np.float32(lr * np.sqrt(1 - b2**t) / (1 - b1**t))
+        m, v = self._slot(var, "m"), self._slot(var, "v")
+        m += (g - m) * np.float32(1 - b1)
+        v += (g * g - v) * np.float32(1 - b2)
+        if self.amsgrad:
+            vhat = self._slot(var, "vhat")
+            np.maximum(vhat, v, out=vhat)
+            v = vhat
+        denom = np.sqrt(v)
+        denom += np.float32(self.epsilon)
+        var.value -= step * m / denom
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "beta_1": self.beta_1,
+            "beta_2": self.beta_2,
+            "epsilon": self.epsilon,
+            "amsgrad": self.amsgrad,
+        }
+
+
+class RMSprop(Optimizer):
+    """v = rho*v + (1-rho)*g^2; w -= lr*g/sqrt(v + eps) (centered: v - mean(g)^2)."""
+
+    def __init__(
+        self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False, **kwargs
+    ):
+        super().__init__(learning_rate, **kwargs)
+        if not 0 <= rho < 1:
+            raise ValueError(f"rho must be in [0, 1), got {rho!r}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        self.rho, self.momentum = float(rho), float(momentum)
+        self.epsilon, self.centered = float(epsilon), bool(centered)
+
+    def _update(self, var, g, lr):
+        rho = np.float32(self.rho)
+        v = self._slot(var, "velocity")
+        v *= rho
+        v += (1 - rho) * g * g
+        denom = v + np.float32(self.epsilon)
+        if self.centered:
+            mg = self._slot(var, "average_gradient")
+            mg *= rho
+            mg += (1 - rho) * g
+            denom -= mg * mg
+        inc = lr * g / np.sqrt(denom)
+        if self.momentum:
+            m = self._slot(var, "momentum")
+            m *= np.float32(self.momentum)
+            m += inc
+            inc = m
+        var.value -= inc
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "rho": self.rho,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "centered": self.centered,
+        }
+
+
+_BY_NAME = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop}
+_BY_CLASS = {cls.__name__: cls for cls in _BY_NAME.values()}
+
+
+def get(identifier) -> Optimizer:
+    """An Optimizer from a name ("adam"), a config dict or an Optimizer."""
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
+        return _BY_NAME[identifier.lower()]()
+    if isinstance(identifier, dict) and identifier.get("class_name") in _BY_CLASS:
+        return _BY_CLASS[identifier["class_name"]].from_config(identifier.get("config", {}))
+    raise ValueError(f"unknown optimizer {identifier!r}; use 'sgd', 'adam', 'rmsprop' or an Optimizer")
+
+
+def serialize(opt: Optimizer) -> dict:
+    return {"class_name": type(opt).__name__, "config": opt.get_config()}
