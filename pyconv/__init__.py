@@ -68,6 +68,7 @@ _apply_isa_env()
 from . import (  # noqa: E402
     activations,
     callbacks,
+    datasets,
     functional,
     initializers,
     layers,
@@ -89,6 +90,7 @@ __all__ = [
     "activations",
     "available_isas",
     "callbacks",
+    "datasets",
     "clear_session",
     "functional",
     "get_isa",

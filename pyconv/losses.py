@@ -112,7 +112,7 @@ class CategoricalCrossentropy(Loss):
             return self.value_and_grad_logits(y_true, y_pred, sample_weight)
         y = self._targets(y_true, y_pred)
         w = _weights(sample_weight, len(y_pred))
-        p = np.clip(y_pred / y_pred.sum(axis=-1, keepdims=True), _EPS, 1 - _EPS)
+        p = np.clip(y_pred / np.maximum(y_pred.sum(axis=-1, keepdims=True), _EPS), _EPS, 1 - _EPS)
         loss = _reduce(-(y * np.log(p)).reshape(len(p), -1).sum(axis=1), w)
         return loss, _scale(-y / p, w, len(p))
 
@@ -136,7 +136,7 @@ class SparseCategoricalCrossentropy(Loss):
             return self.value_and_grad_logits(y_true, y_pred, sample_weight)
         lab = _sparse_labels(y_true, y_pred)
         w = _weights(sample_weight, len(y_pred))
-        p = np.clip(y_pred / y_pred.sum(axis=-1, keepdims=True), _EPS, 1 - _EPS)
+        p = np.clip(y_pred / np.maximum(y_pred.sum(axis=-1, keepdims=True), _EPS), _EPS, 1 - _EPS)
         picked = np.take_along_axis(p, lab[..., None], axis=-1)[..., 0]
         loss = _reduce(-np.log(picked).reshape(len(p), -1).sum(axis=1), w)
         grad = np.zeros_like(p)

@@ -218,14 +218,34 @@ class Model:
     def _metrics(self, y_true, y_pred) -> list[np.ndarray]:
         return [np.asarray(f(y_true, y_pred), dtype=np.float64).reshape(-1) for f in self._metric_fns]
 
-    def _train_step(self, x, y, sample_weight):
+    def _loss_and_gradients(self, x, y, sample_weight):
+        """Forward + backward of one batch in training mode: (total loss, y_pred).
+
+        Leaves dL/dw in each trainable variable's ``.grad`` (L includes regularization).
+        """
         y_pred, tape, penalty = self._forward(x, training=True)
         loss, grad, fused = self._loss_and_grad(y, y_pred, tape, sample_weight)
-        trainable = self.trainable_weights
-        for v in trainable:
+        for v in self.trainable_weights:
             v.grad = None
         self._backward(tape, grad, fused)
-        loss += penalty + self._regularization(add_grads=True)
+        return loss + penalty + self._regularization(add_grads=True), y_pred
+
+    def compute_gradients(self, x, y, sample_weight=None):
+        """(loss, [dL/dw for w in trainable_weights]) for one batch, without updating anything
+        but batch-norm moving statistics (the forward runs in training mode)."""
+        self._require_compiled("compute_gradients")
+        x, y = self._check_xy(x, y)
+        self._ensure_built(x)
+        loss, _ = self._loss_and_gradients(x.astype(np.float32, copy=False), y, sample_weight)
+        grads = []
+        for v in self.trainable_weights:
+            grads.append(np.zeros_like(v.value) if v.grad is None else v.grad)
+            v.grad = None
+        return loss, grads
+
+    def _train_step(self, x, y, sample_weight):
+        loss, y_pred = self._loss_and_gradients(x, y, sample_weight)
+        trainable = self.trainable_weights
         self.optimizer.apply(trainable)
         for v in trainable:
             v.grad = None

@@ -103,7 +103,7 @@ class BatchNormalization(Layer):
             b = (beta - self.moving_mean.value * a).astype(np.float32)
             y = rows * a
             y += b
-            return self._restore(y, x.shape, axis), None
+            return self._restore(y, x.shape, axis), x
         mean = rows.mean(axis=0, dtype=np.float32)
         xhat = rows - mean
         var = np.square(xhat).mean(axis=0, dtype=np.float32)
@@ -119,13 +119,8 @@ class BatchNormalization(Layer):
         return self._restore(y, x.shape, axis), (xhat, inv, x.shape, axis)
 
     def _backward(self, ctx, dy, need_input_grad):
-        if ctx is None:  # inference mode: y = a*x + b
-            if not need_input_grad:
-                return None
-            gamma, _ = self._scale_shift()
-            a = gamma / np.sqrt(self.moving_variance.value + np.float32(self.epsilon))
-            rows, axis = self._as_rows(dy)
-            return self._restore(rows * a.astype(np.float32), dy.shape, axis)
+        if isinstance(ctx, np.ndarray):  # inference mode, ctx = x: y = gamma*xhat + beta, xhat = (x - mm)*inv
+            return self._backward_inference(ctx, dy, need_input_grad)
         xhat, inv, shape, axis = ctx
         g, _ = self._as_rows(dy)  # (M, C)
         m = g.shape[0]
@@ -145,6 +140,21 @@ class BatchNormalization(Layer):
         np.subtract(g, dx, out=dx)
         dx *= gamma * inv
         return self._restore(dx, shape, axis)
+
+    def _backward_inference(self, x, dy, need_input_grad):
+        gamma, _ = self._scale_shift()
+        inv = (1.0 / np.sqrt(self.moving_variance.value + np.float32(self.epsilon))).astype(np.float32)
+        g, axis = self._as_rows(dy)
+        if self.trainable:
+            rows, _ = self._as_rows(x)
+            if self.gamma is not None:
+                xhat = (rows - self.moving_mean.value) * inv
+                self.gamma.add_grad(np.einsum("mc,mc->c", g, xhat, dtype=np.float32))
+            if self.beta is not None:
+                self.beta.add_grad(g.sum(axis=0, dtype=np.float32))
+        if not need_input_grad:
+            return None
+        return self._restore(g * (gamma * inv), dy.shape, axis)
 
     def get_config(self):
         return {
