@@ -171,9 +171,7 @@ def get(identifier) -> Activation:
         return _BY_NAME[identifier.lower()]()
     if isinstance(identifier, dict) and identifier.get("name") in _BY_NAME:
         return _BY_NAME[identifier["name"]](**identifier.get("config", {}))
-    raise ValueError(
-        f"unknown activation {identifier!r}; use one of {', '.join(sorted(_BY_NAME))}"
-    )
+    raise ValueError(f"unknown activation {identifier!r}; use one of {', '.join(sorted(_BY_NAME))}")
 
 
 def serialize(act: Activation):

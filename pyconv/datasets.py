@@ -41,7 +41,10 @@ def read_idx(path) -> np.ndarray:
     dtype = np.dtype(_IDX_TYPES[data[2]])
     expected = header + int(np.prod(dims)) * dtype.itemsize
     if len(data) != expected:
-        raise ValueError(f"{path}: {len(data)} bytes, expected {expected} for shape {tuple(dims)}; truncated or corrupted")
+        raise ValueError(
+            f"{path}: {len(data)} bytes, expected {expected} for shape {tuple(dims)}; "
+            "truncated or corrupted"
+        )
     return np.frombuffer(data, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
 
 

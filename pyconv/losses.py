@@ -71,7 +71,9 @@ def _dense_targets(y_true, y_pred: np.ndarray) -> np.ndarray:
     if y.shape != y_pred.shape and y.size == y_pred.size:
         y = y.reshape(y_pred.shape)  # e.g. (N,) labels for a (N, 1) sigmoid output
     if y.shape != y_pred.shape:
-        raise ValueError(f"targets y must have the predictions' shape {y_pred.shape}, got {y.shape}")
+        raise ValueError(
+            f"targets y must have the predictions' shape {y_pred.shape}, got {y.shape}"
+        )
     return y
 
 

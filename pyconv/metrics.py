@@ -63,4 +63,6 @@ def get(identifier, loss_name: str) -> tuple[str, callable]:
         return identifier, categorical_accuracy
     if key in _BY_NAME:
         return identifier, _BY_NAME[key]
-    raise ValueError(f"unknown metric {identifier!r}; use 'accuracy' or one of {', '.join(sorted(_BY_NAME))}")
+    raise ValueError(
+        f"unknown metric {identifier!r}; use 'accuracy' or one of {', '.join(sorted(_BY_NAME))}"
+    )

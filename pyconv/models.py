@@ -137,7 +137,9 @@ class Model:
         weights = list(weights)
         variables = self.weights
         if len(weights) != len(variables):
-            raise ValueError(f"model {self.name!r} has {len(variables)} weights, got {len(weights)} arrays")
+            raise ValueError(
+                f"model {self.name!r} has {len(variables)} weights, got {len(weights)} arrays"
+            )
         for var, w in zip(variables, weights):
             if np.shape(w) != var.shape:
                 raise ValueError(f"weight {var.name!r} has shape {var.shape}, got {np.shape(w)}")
@@ -154,7 +156,9 @@ class Model:
         for layer in self.layers:
             if layer.name == name:
                 return layer
-        raise ValueError(f"no layer named {name!r}; layers: {', '.join(l.name for l in self.layers)}")
+        raise ValueError(
+            f"no layer named {name!r}; layers: {', '.join(l.name for l in self.layers)}"
+        )
 
     def _require_built(self, what: str) -> None:
         if not self.built:
@@ -216,7 +220,9 @@ class Model:
         return total
 
     def _metrics(self, y_true, y_pred) -> list[np.ndarray]:
-        return [np.asarray(f(y_true, y_pred), dtype=np.float64).reshape(-1) for f in self._metric_fns]
+        return [
+            np.asarray(f(y_true, y_pred), dtype=np.float64).reshape(-1) for f in self._metric_fns
+        ]
 
     def _loss_and_gradients(self, x, y, sample_weight):
         """Forward + backward of one batch in training mode: (total loss, y_pred).
@@ -272,13 +278,17 @@ class Model:
             raise ValueError("y (the targets) is required")
         y = _as_batch_array(y, "y")
         if len(x) != len(y):
-            raise ValueError(f"x and y must have the same number of samples, got {len(x)} and {len(y)}")
+            raise ValueError(
+                f"x and y must have the same number of samples, got {len(x)} and {len(y)}"
+            )
         return x, y
 
     def _class_sample_weights(self, y, class_weight) -> np.ndarray:
         if not isinstance(class_weight, dict):
             raise TypeError("class_weight must be a dict {class index: weight}")
-        labels = np.argmax(y, axis=-1) if y.ndim > 1 and y.shape[-1] > 1 else y.reshape(len(y), -1)[:, 0]
+        labels = (
+            np.argmax(y, axis=-1) if y.ndim > 1 and y.shape[-1] > 1 else y.reshape(len(y), -1)[:, 0]
+        )
         labels = labels.astype(np.int64)
         table = np.ones(int(max(labels.max(initial=0), *class_weight.keys())) + 1, np.float32)
         for k, w in class_weight.items():
@@ -321,7 +331,9 @@ class Model:
         if validation_data is None and validation_split > 0:
             split = int(len(x) * (1 - validation_split))
             if split < 1 or split == len(x):
-                raise ValueError(f"validation_split={validation_split} leaves no training or validation data")
+                raise ValueError(
+                    f"validation_split={validation_split} leaves no training or validation data"
+                )
             validation_data = (x[split:], y[split:])
             if sample_weight is not None:
                 validation_data += (sample_weight[split:],)
@@ -329,7 +341,10 @@ class Model:
             sample_weight = None if sample_weight is None else sample_weight[:split]
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-                raise ValueError("validation_data must be a tuple (x_val, y_val) or (x_val, y_val, sample_weight)")
+                raise ValueError(
+                    "validation_data must be a tuple (x_val, y_val) or "
+                    "(x_val, y_val, sample_weight)"
+                )
         self._ensure_built(x)
         if self._rng is None:
             self._rng = new_rng()
@@ -384,7 +399,9 @@ class Model:
 
     # --- evaluate / predict -------------------------------------------------------------------
 
-    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, return_dict=False):
+    def evaluate(
+        self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, return_dict=False
+    ):
         """Loss (with regularization penalties, as in Keras) and metrics over (x, y)."""
         self._require_compiled("evaluate")
         x, y = self._check_xy(x, y)
@@ -410,7 +427,9 @@ class Model:
         if verbose == "auto" or verbose:
             logs = self._result(loss, values, return_dict=True)
             secs = time.perf_counter() - start_time
-            print(f"{-(-n // batch_size)}/{-(-n // batch_size)} - {secs:.0f}s" + cbks._fmt_logs(logs))
+            print(
+                f"{-(-n // batch_size)}/{-(-n // batch_size)} - {secs:.0f}s" + cbks._fmt_logs(logs)
+            )
         return self._result(loss, values, return_dict)
 
     def predict(self, x, batch_size=None, verbose=0):
@@ -451,8 +470,8 @@ class Model:
         w1 = max([len("Output Shape")] + [len(r[1]) for r in rows]) + 3
         w2 = max([len("Param #")] + [len(r[2]) for r in rows])
         width = max(line_length or 0, w0 + w1 + w2 + 1)
-        lines = [f'Model: "{self.name}"', "_" * width,
-                 " " + "Layer (type)".ljust(w0 - 1) + "Output Shape".ljust(w1) + "Param #", "=" * width]  # fmt: skip
+        header = " " + "Layer (type)".ljust(w0 - 1) + "Output Shape".ljust(w1) + "Param #"
+        lines = [f'Model: "{self.name}"', "_" * width, header, "=" * width]
         for i, (a, b, c) in enumerate(rows):
             lines.append(" " + a.ljust(w0 - 1) + b.ljust(w1) + c)
             if i + 1 < len(rows):
@@ -494,7 +513,10 @@ class Model:
                         key = f"opt{vi:04d}_{slot}"
                         slots.setdefault(var.name, {})[slot] = key
                         arrays[key] = value
-                manifest["optimizer_state"] = {"iterations": self.optimizer.iterations, "slots": slots}
+                manifest["optimizer_state"] = {
+                    "iterations": self.optimizer.iterations,
+                    "slots": slots,
+                }
         saving.write_archive(filepath, manifest, arrays)
 
     def save_weights(self, filepath) -> None:
@@ -553,13 +575,17 @@ class Sequential(Model):
         if any(layer is l for l in self._layers):
             raise ValueError(f"layer {layer.name!r} is already in this model")
         if any(layer.name == l.name for l in self._layers):
-            raise ValueError(f"a layer named {layer.name!r} is already in this model; names must be unique")
+            raise ValueError(
+                f"a layer named {layer.name!r} is already in this model; names must be unique"
+            )
         self._layers.append(layer)
         if not self._layers[:-1] and self._input_shape is None and layer._declared_input_shape:
             self._build(layer._declared_input_shape)
         elif self._input_shape is not None:
             try:
-                layer.build_for(self._layers[-2].output_shape if len(self._layers) > 1 else self._input_shape)
+                layer.build_for(
+                    self._layers[-2].output_shape if len(self._layers) > 1 else self._input_shape
+                )
             except Exception:
                 self._layers.pop()
                 raise
@@ -587,7 +613,8 @@ class Sequential(Model):
             self._build(x.shape[1:])
         elif tuple(x.shape[1:]) != self._input_shape:
             raise ValueError(
-                f"model {self.name!r} expects inputs of shape {shape_str((None, *self._input_shape))}, "
+                f"model {self.name!r} expects inputs of shape "
+                f"{shape_str((None, *self._input_shape))}, "
                 f"got x with shape {x.shape}"
             )
         elif not self.built:
@@ -642,9 +669,13 @@ def load_model(filepath, custom_objects=None, compile=True) -> Model:
         if m.get("format") != "pyconv-model":
             raise saving.ModelFileError(f"{ar.path!r} holds only weights; use model.load_weights()")
         spec = m.get("model") or {}
-        cls = (custom_objects or {}).get(spec.get("class_name")) or MODEL_CLASSES.get(spec.get("class_name"))
+        cls = (custom_objects or {}).get(spec.get("class_name")) or MODEL_CLASSES.get(
+            spec.get("class_name")
+        )
         if cls is None:
-            raise saving.ModelFileError(f"{ar.path!r}: unknown model class {spec.get('class_name')!r}")
+            raise saving.ModelFileError(
+                f"{ar.path!r}: unknown model class {spec.get('class_name')!r}"
+            )
         try:
             model = cls.from_config(spec.get("config", {}), custom_objects)
         except (TypeError, KeyError) as e:

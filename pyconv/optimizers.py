@@ -21,8 +21,9 @@ class Optimizer:
         name=None,
     ):
         self.learning_rate = learning_rate
-        for arg, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue),
-                       ("global_clipnorm", global_clipnorm), ("weight_decay", weight_decay)):  # fmt: skip
+        limits = {"clipnorm": clipnorm, "clipvalue": clipvalue}
+        limits.update(global_clipnorm=global_clipnorm, weight_decay=weight_decay)
+        for arg, v in limits.items():
             if v is not None and not (np.isfinite(v) and v >= 0):
                 raise ValueError(f"{arg} must be a number >= 0 or None, got {v!r}")
         self.clipnorm, self.clipvalue = clipnorm, clipvalue
@@ -204,7 +205,9 @@ def get(identifier) -> Optimizer:
         return _BY_NAME[identifier.lower()]()
     if isinstance(identifier, dict) and identifier.get("class_name") in _BY_CLASS:
         return _BY_CLASS[identifier["class_name"]].from_config(identifier.get("config", {}))
-    raise ValueError(f"unknown optimizer {identifier!r}; use 'sgd', 'adam', 'rmsprop' or an Optimizer")
+    raise ValueError(
+        f"unknown optimizer {identifier!r}; use 'sgd', 'adam', 'rmsprop' or an Optimizer"
+    )
 
 
 def serialize(opt: Optimizer) -> dict:

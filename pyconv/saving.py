@@ -32,7 +32,9 @@ def atomic_write(path, write) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"directory {directory!r} for {path!r} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -83,7 +85,9 @@ class Archive:
                 f"{self.path!r} is not a pyconv {kind} file, or it is truncated/corrupted ({e})"
             ) from None
         except KeyError:
-            raise ModelFileError(f"{self.path!r} is a zip file but not a pyconv {kind} file") from None
+            raise ModelFileError(
+                f"{self.path!r} is a zip file but not a pyconv {kind} file"
+            ) from None
         try:
             self.manifest = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -57,4 +57,9 @@ def clear_session() -> None:
 
 def shape_str(shape) -> str:
     """``(None, 28, 28, 1)``: a shape as Keras prints it."""
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+    return (
+        "("
+        + ", ".join("None" if d is None else str(d) for d in shape)
+        + ("," if len(shape) == 1 else "")
+        + ")"
+    )

@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def check_coords(loss_fn, arr: np.ndarray, grad: np.ndarray, rng, name: str, h=1e-2, n=12, tol=2e-2):
+def check_coords(
+    loss_fn, arr: np.ndarray, grad: np.ndarray, rng, name: str, h=1e-2, n=12, tol=2e-2
+):
     """Compare grad with central differences of loss_fn() at n random coordinates of arr."""
     flat, gflat = arr.reshape(-1), np.asarray(grad, np.float64).reshape(-1)
     assert flat.base is arr or flat.base is arr.base or np.shares_memory(flat, arr)

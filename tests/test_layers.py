@@ -58,7 +58,9 @@ CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize("cfg", CONV_CASES, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize(
+    "cfg", CONV_CASES, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items())
+)
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 def test_conv2d_matches_reference_and_finite_differences(rng, cfg, data_format):
     layer = L.Conv2D(data_format=data_format, **cfg)
@@ -100,7 +102,9 @@ POOLS = [
 ]
 
 
-@pytest.mark.parametrize("cls,cfg", POOLS, ids=lambda p: p.__name__ if isinstance(p, type) else str(p))
+@pytest.mark.parametrize(
+    "cls,cfg", POOLS, ids=lambda p: p.__name__ if isinstance(p, type) else str(p)
+)
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 def test_pooling_finite_differences(rng, cls, cfg, data_format):
     x = distinct(rng, (2, 6, 7, 3))
@@ -129,10 +133,14 @@ def test_average_pooling_same_excludes_padding(rng):
 
 
 @pytest.mark.parametrize(
-    "shape,axis", [((6, 4, 5, 3), -1), ((6, 3, 4, 5), 1), ((8, 5), -1)], ids=["nhwc", "nchw", "dense"]
+    "shape,axis",
+    [((6, 4, 5, 3), -1), ((6, 3, 4, 5), 1), ((8, 5), -1)],
+    ids=["nhwc", "nchw", "dense"],
 )
 def test_batchnorm_training_formula_and_finite_differences(rng, shape, axis):
-    layer = L.BatchNormalization(axis=axis, gamma_initializer="random_normal", beta_initializer="random_normal")
+    layer = L.BatchNormalization(
+        axis=axis, gamma_initializer="random_normal", beta_initializer="random_normal"
+    )
     x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
     y = check_layer(layer, x, rng, tol=3e-2)
     gamma, beta, mm, mv = layer.get_weights()
@@ -142,7 +150,9 @@ def test_batchnorm_training_formula_and_finite_differences(rng, shape, axis):
     bshape[ax] = -1
     x64 = x.astype(np.float64)
     mean, var = x64.mean(axis=red), x64.var(axis=red)
-    ref = (x64 - mean.reshape(bshape)) / np.sqrt(var.reshape(bshape) + 1e-3) * gamma.reshape(bshape) + beta.reshape(bshape)
+    ref = (x64 - mean.reshape(bshape)) / np.sqrt(var.reshape(bshape) + 1e-3) * gamma.reshape(
+        bshape
+    ) + beta.reshape(bshape)
     assert_close(y, ref, 1e-5, "batchnorm training")
 
 
@@ -194,7 +204,10 @@ def _act_ref(name, x):
         "sigmoid": lambda: 1 / (1 + np.exp(-x)),
         "tanh": lambda: np.tanh(x),
         "softplus": lambda: np.log1p(np.exp(x)),
-        "softmax": lambda: np.exp(x - x.max(-1, keepdims=True)) / np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True),
+        "softmax": lambda: (
+            np.exp(x - x.max(-1, keepdims=True))
+            / np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)
+        ),
         "linear": lambda: x,
     }[name]()
 
@@ -242,13 +255,18 @@ def test_dropout_training_mask_and_scaling(rng):
 
 def test_dropout_gradient_with_a_fixed_mask(rng):
     layer = L.Dropout(0.3)
-    check_layer(layer, rng.standard_normal((4, 6)), rng, reset=lambda: setattr(layer, "_rng", np.random.default_rng(7)))
+    check_layer(
+        layer,
+        rng.standard_normal((4, 6)),
+        rng,
+        reset=lambda: setattr(layer, "_rng", np.random.default_rng(7)),
+    )
 
 
 def test_dropout_noise_shape_broadcasts_one_mask(rng):
     layer = L.Dropout(0.5, noise_shape=(None, 1, 1, None), seed=1)
     y = layer(np.ones((3, 4, 5, 6), np.float32), training=True)
-    assert np.all((y == y[:, :1, :1, :]))
+    assert np.all(y == y[:, :1, :1, :])
 
 
 def test_flatten_and_reshape(rng):
@@ -263,7 +281,14 @@ def test_flatten_and_reshape(rng):
 # --- configs and arguments ---------------------------------------------------------------
 
 ALL_LAYERS = [
-    lambda: L.Conv2D(4, 3, strides=2, padding="same", activation="relu", kernel_regularizer=pyconv.regularizers.L2(1e-3)),
+    lambda: L.Conv2D(
+        4,
+        3,
+        strides=2,
+        padding="same",
+        activation="relu",
+        kernel_regularizer=pyconv.regularizers.L2(1e-3),
+    ),
     lambda: L.Dense(3, activation="softmax", kernel_initializer="he_normal", bias_regularizer="l1"),
     lambda: L.MaxPooling2D(3, strides=1, padding="same"),
     lambda: L.AveragePooling2D(2),
@@ -278,7 +303,14 @@ ALL_LAYERS = [
     lambda: L.LeakyReLU(0.2),
     lambda: L.ELU(0.7),
     lambda: L.Softmax(),
-    lambda: L.Conv2D(2, (1, 3), padding="same", data_format="channels_first", dilation_rate=(1, 2), trainable=False),
+    lambda: L.Conv2D(
+        2,
+        (1, 3),
+        padding="same",
+        data_format="channels_first",
+        dilation_rate=(1, 2),
+        trainable=False,
+    ),
 ]
 
 

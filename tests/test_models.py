@@ -16,7 +16,13 @@ def small_cnn(loss="sparse_categorical_crossentropy", head="softmax", units=3):
     model = pyconv.Sequential(
         [
             pyconv.Input((6, 6, 2)),
-            L.Conv2D(3, 3, padding="same", activation="tanh", kernel_regularizer=pyconv.regularizers.L2(1e-2)),
+            L.Conv2D(
+                3,
+                3,
+                padding="same",
+                activation="tanh",
+                kernel_regularizer=pyconv.regularizers.L2(1e-2),
+            ),
             L.BatchNormalization(),
             L.AveragePooling2D(2),
             L.Conv2D(4, 2, activation="elu", bias_regularizer=pyconv.regularizers.L1(1e-3)),
@@ -55,7 +61,9 @@ def test_model_parameter_gradients_match_finite_differences(rng, loss, head, tar
     assert abs(total - model_loss(model, x, y)) < 1e-5 * max(1, abs(total))
     assert len(grads) == len(model.trainable_weights) == 10
     for var, g in zip(model.trainable_weights, grads):
-        check_coords(lambda: model_loss(model, x, y), var.value, g, rng, var.name, h=1e-2, n=6, tol=3e-2)
+        check_coords(
+            lambda: model_loss(model, x, y), var.value, g, rng, var.name, h=1e-2, n=6, tol=3e-2
+        )
 
 
 def test_fused_softmax_cross_entropy_equals_unfused_chain(rng):
@@ -157,7 +165,11 @@ def test_lecture_cifar_cnn_params_and_summary():
     assert sum(v.value.size for v in model.non_trainable_weights) == 1_920
     lines = summary_lines(model)
     text = "\n".join(lines)
-    for want in ("Total params: 1,345,066", "Trainable params: 1,343,146", "Non-trainable params: 1,920"):
+    for want in (
+        "Total params: 1,345,066",
+        "Trainable params: 1,343,146",
+        "Non-trainable params: 1,920",
+    ):
         assert want in lines, want
     expected_rows = [  # (type, output shape, params) in the lecture's order
         ("Conv2D", "(None, 32, 32, 32)", "896"), ("BatchNormalization", "(None, 32, 32, 32)", "128"),

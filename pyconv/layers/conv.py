@@ -78,7 +78,9 @@ class Conv2D(Layer):
         self._fmt = data_format_arg(data_format)
         self.groups = as_int(groups, "groups")
         if self.groups < 1 or self.filters % self.groups:
-            raise ValueError(f"groups must be >= 1 and divide filters={self.filters}, got {groups!r}")
+            raise ValueError(
+                f"groups must be >= 1 and divide filters={self.filters}, got {groups!r}"
+            )
         self.activation = activations.get(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
@@ -96,8 +98,12 @@ class Conv2D(Layer):
         t, b, l, r = resolve_padding(
             self.padding, (h, w), self.kernel_size, self.strides, self.dilation_rate
         )
-        oh = conv_output_size(h, self.kernel_size[0], self.strides[0], (t, b), self.dilation_rate[0])
-        ow = conv_output_size(w, self.kernel_size[1], self.strides[1], (l, r), self.dilation_rate[1])
+        oh = conv_output_size(
+            h, self.kernel_size[0], self.strides[0], (t, b), self.dilation_rate[0]
+        )
+        ow = conv_output_size(
+            w, self.kernel_size[1], self.strides[1], (l, r), self.dilation_rate[1]
+        )
         if oh < 1 or ow < 1:
             raise ValueError(
                 f"Conv2D {self.name!r}: kernel {self.kernel_size} (dilation "

@@ -120,7 +120,9 @@ class Flatten(Layer):
     def __init__(self, data_format=None, **kwargs):
         super().__init__(**kwargs)
         if data_format not in (None, "channels_last", "channels_first"):
-            raise ValueError(f"data_format must be channels_last or channels_first, got {data_format!r}")
+            raise ValueError(
+                f"data_format must be channels_last or channels_first, got {data_format!r}"
+            )
         self.data_format = data_format
 
     def compute_output_shape(self, input_shape):

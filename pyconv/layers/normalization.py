@@ -63,7 +63,9 @@ class BatchNormalization(Layer):
         c = input_shape[self._feature_axis(len(input_shape) + 1) - 1]
         self.gamma = self.beta = None
         if self.scale:
-            self.gamma = self.add_weight("gamma", (c,), self.gamma_initializer, self.gamma_regularizer)
+            self.gamma = self.add_weight(
+                "gamma", (c,), self.gamma_initializer, self.gamma_regularizer
+            )
         if self.center:
             self.beta = self.add_weight("beta", (c,), self.beta_initializer, self.beta_regularizer)
         self.moving_mean = self.add_weight(
@@ -119,7 +121,9 @@ class BatchNormalization(Layer):
         return self._restore(y, x.shape, axis), (xhat, inv, x.shape, axis)
 
     def _backward(self, ctx, dy, need_input_grad):
-        if isinstance(ctx, np.ndarray):  # inference mode, ctx = x: y = gamma*xhat + beta, xhat = (x - mm)*inv
+        if isinstance(
+            ctx, np.ndarray
+        ):  # inference mode, ctx = x: y = gamma*xhat + beta, xhat = (x - mm)*inv
             return self._backward_inference(ctx, dy, need_input_grad)
         xhat, inv, shape, axis = ctx
         g, _ = self._as_rows(dy)  # (M, C)
@@ -143,7 +147,9 @@ class BatchNormalization(Layer):
 
     def _backward_inference(self, x, dy, need_input_grad):
         gamma, _ = self._scale_shift()
-        inv = (1.0 / np.sqrt(self.moving_variance.value + np.float32(self.epsilon))).astype(np.float32)
+        inv = (1.0 / np.sqrt(self.moving_variance.value + np.float32(self.epsilon))).astype(
+            np.float32
+        )
         g, axis = self._as_rows(dy)
         if self.trainable:
             rows, _ = self._as_rows(x)
