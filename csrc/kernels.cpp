@@ -557,12 +557,26 @@ void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, Vi
   pack_padded_nhwc(gy, 0, 0, 0, 0, G, Og_pad, gyp, nthreads);
 
   if (gbias) {
-    const int64_t pixels = p.N * p.OH * p.OW;
+    // Sum gy over pixels, row by row (contiguous channels: vectorizes, reads gy once), in
+    // fixed blocks of pixels whose float64 partial sums are added in block order, so the
+    // result does not depend on the thread count.
+    const int64_t pixels = p.N * p.OH * p.OW, block = 512;
+    const int64_t nblocks = (pixels + block - 1) / block;
+    double* part = reinterpret_cast<double*>(ws.get(WS_BIAS, 2 * nblocks * Gp));
 #pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t b = 0; b < nblocks; ++b) {
+      double* acc = part + b * Gp;
+      for (int64_t c = 0; c < Gp; ++c) acc[c] = 0.0;
+      const int64_t end = std::min(pixels, (b + 1) * block);
+      for (int64_t i = b * block; i < end; ++i) {
+        const float* row = gyp + i * Gp;
+        for (int64_t c = 0; c < Gp; ++c) acc[c] += row[c];
+      }
+    }
     for (int64_t o = 0; o < p.O; ++o) {
-      const float* src = gyp + (o / Og) * Og_pad + (o % Og);
-      double s = 0.0;  // float64 accumulation: the sum runs over every output pixel
-      for (int64_t i = 0; i < pixels; ++i) s += src[i * Gp];
+      const int64_t c = (o / Og) * Og_pad + (o % Og);
+      double s = 0.0;
+      for (int64_t b = 0; b < nblocks; ++b) s += part[b * Gp + c];
       gbias[o] = static_cast<float>(s);
     }
   }
