@@ -73,7 +73,12 @@ def _as_batch_array(x, name: str) -> np.ndarray:
 class Model:
     """Base class: the training loop and everything shared by Sequential and layer graphs."""
 
-    def __init__(self, name=None):
+    def __init__(self, *args, name=None, **kwargs):
+        if args or kwargs:
+            raise NotImplementedError(
+                "layer graphs (Model(inputs, outputs)) are not available yet; build the model "
+                "with Sequential([...]). Model is the base class of Sequential."
+            )
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError(f"name must be a non-empty str, got {name!r}")
         self.name = name or unique_name(snake_case(type(self).__name__))
@@ -536,7 +541,7 @@ class Sequential(Model):
     """A plain stack of layers, each feeding the next."""
 
     def __init__(self, layers=None, name=None):
-        super().__init__(name)
+        super().__init__(name=name)
         self._layers: list[Layer] = []
         self._input_layer: InputLayer | None = None
         self._input_shape: tuple | None = None
