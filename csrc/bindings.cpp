@@ -204,6 +204,96 @@ void avg_pool2d_backward(const py::array& gy, py::array& gx, int64_t kh, int64_t
   pyconv::active_kernels().avg_pool2d_backward(p, gyv, gxv, nt);
 }
 
+// --- batch norm: (M, C) C-contiguous float32 rows and (C,) vectors --------------------
+
+struct Rows {
+  int64_t m, c;
+};
+
+Rows rows_of(const py::array& a, const char* name) {
+  if (!a.dtype().is(py::dtype::of<float>()) || a.ndim() != 2 || !(a.flags() & py::array::c_style))
+    fail(std::string(name) + " must be a C-contiguous float32 (rows, channels) array, got shape " +
+         shape_str(a));
+  return {a.shape(0), a.shape(1)};
+}
+
+void expect_rows(const py::array& a, const char* name, Rows r, bool writeable) {
+  Rows got = rows_of(a, name);
+  if (got.m != r.m || got.c != r.c)
+    fail(std::string(name) + " must have shape (" + std::to_string(r.m) + ", " +
+         std::to_string(r.c) + "), got " + shape_str(a));
+  if (writeable && !a.writeable()) fail(std::string(name) + " must be writeable");
+}
+
+template <class Ptr>
+Ptr channel_vec(const OptArray& a, const char* name, int64_t c, bool writeable) {
+  if (!a) return nullptr;
+  if (!a->dtype().is(py::dtype::of<float>()) || a->ndim() != 1 || a->shape(0) != c ||
+      !(a->flags() & py::array::c_style) || (writeable && !a->writeable()))
+    fail(std::string(name) + " must be a contiguous" + (writeable ? " writeable" : "") +
+         " float32 array of shape (" + std::to_string(c) + ",)");
+  return static_cast<Ptr>(const_cast<void*>(a->data()));  // writeable checked above
+}
+
+void check_eps(double eps) {
+  if (!(eps > 0)) fail("epsilon must be > 0");
+}
+
+void batchnorm_forward(const py::array& x, const OptArray& gamma, const OptArray& beta, double eps,
+                       py::array& y, OptArray& mean, OptArray& var) {
+  Rows r = rows_of(x, "x");
+  if (r.m < 1) fail("x must have at least one row");
+  expect_rows(y, "y", r, true);
+  check_eps(eps);
+  if (!mean || !var) fail("mean and var outputs are required");
+  auto* g = channel_vec<const float*>(gamma, "gamma", r.c, false);
+  auto* b = channel_vec<const float*>(beta, "beta", r.c, false);
+  auto* mu = channel_vec<float*>(mean, "mean", r.c, true);
+  auto* v = channel_vec<float*>(var, "var", r.c, true);
+  auto* xp = static_cast<const float*>(x.data());
+  auto* yp = static_cast<float*>(y.mutable_data());
+  const int nt = pyconv::get_num_threads();
+  py::gil_scoped_release nogil;
+  pyconv::active_kernels().batchnorm_forward(xp, r.m, r.c, g, b, static_cast<float>(eps), yp, mu, v,
+                                             nt);
+}
+
+void batchnorm_backward(const py::array& dy, const py::array& x, const OptArray& gamma,
+                        const OptArray& mean, const OptArray& var, double eps, bool batch_stats,
+                        OptArray& dx, OptArray& dgamma, OptArray& dbeta) {
+  Rows r = rows_of(x, "x");
+  expect_rows(dy, "grad_out", r, false);
+  if (dx) expect_rows(*dx, "grad_x", r, true);
+  check_eps(eps);
+  if (!mean || !var) fail("mean and var are required");
+  auto* g = channel_vec<const float*>(gamma, "gamma", r.c, false);
+  auto* mu = channel_vec<const float*>(mean, "mean", r.c, false);
+  auto* v = channel_vec<const float*>(var, "var", r.c, false);
+  auto* dg = channel_vec<float*>(dgamma, "grad_gamma", r.c, true);
+  auto* db = channel_vec<float*>(dbeta, "grad_beta", r.c, true);
+  auto* dxp = dx ? static_cast<float*>(dx->mutable_data()) : nullptr;
+  auto* dyp = static_cast<const float*>(dy.data());
+  auto* xp = static_cast<const float*>(x.data());
+  const int nt = pyconv::get_num_threads();
+  py::gil_scoped_release nogil;
+  pyconv::active_kernels().batchnorm_backward(dyp, xp, r.m, r.c, g, mu, v, static_cast<float>(eps),
+                                              batch_stats, dxp, dg, db, nt);
+}
+
+void channel_affine(const py::array& x, const OptArray& scale, const OptArray& shift,
+                    py::array& y) {
+  Rows r = rows_of(x, "x");
+  expect_rows(y, "y", r, true);
+  if (!scale || !shift) fail("scale and shift are required");
+  auto* sc = channel_vec<const float*>(scale, "scale", r.c, false);
+  auto* sh = channel_vec<const float*>(shift, "shift", r.c, false);
+  auto* xp = static_cast<const float*>(x.data());
+  auto* yp = static_cast<float*>(y.mutable_data());
+  const int nt = pyconv::get_num_threads();
+  py::gil_scoped_release nogil;
+  pyconv::active_kernels().channel_affine(xp, r.m, r.c, sc, sh, yp, nt);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -239,6 +329,14 @@ PYBIND11_MODULE(_core, m) {
   m.def("avg_pool2d_backward", &avg_pool2d_backward, arg("grad_out"), arg("grad_x"),
         arg("kernel_h"), arg("kernel_w"), arg("stride_h"), arg("stride_w"), arg("pad_t"),
         arg("pad_b"), arg("pad_l"), arg("pad_r"), arg("count_include_pad"));
+  m.def("batchnorm_forward", &batchnorm_forward, arg("x"), arg("gamma").none(true),
+        arg("beta").none(true), arg("epsilon"), arg("y"), arg("mean"), arg("var"),
+        "Training batch norm over rows of x (M, C): batch mean/var, y normalized");
+  m.def("batchnorm_backward", &batchnorm_backward, arg("grad_out"), arg("x"),
+        arg("gamma").none(true), arg("mean"), arg("var"), arg("epsilon"), arg("batch_stats"),
+        arg("grad_x").none(true), arg("grad_gamma").none(true), arg("grad_beta").none(true));
+  m.def("channel_affine", &channel_affine, arg("x"), arg("scale"), arg("shift"), arg("y"),
+        "y = x * scale + shift per channel (column) of x (M, C)");
   m.def("get_isa", [] { return std::string(pyconv::active_isa()); });
   m.def("set_isa", [](const std::string& name) { pyconv::set_isa(name.c_str()); }, arg("name"));
   m.def("available_isas", [] {

@@ -75,6 +75,16 @@ struct KernelTable {
                               int nthreads);
   void (*avg_pool2d_forward)(const PoolParams&, ConstView4 x, View4 y, int nthreads);
   void (*avg_pool2d_backward)(const PoolParams&, ConstView4 gy, View4 gx, int nthreads);
+  // Batch norm over M rows of C contiguous channels (see kernels.cpp for the formulas).
+  void (*batchnorm_forward)(const float* x, int64_t M, int64_t C, const float* gamma,
+                            const float* beta, float eps, float* y, float* mean, float* var,
+                            int nthreads);
+  void (*batchnorm_backward)(const float* dy, const float* x, int64_t M, int64_t C,
+                             const float* gamma, const float* mean, const float* var, float eps,
+                             bool batch_stats, float* dx, float* dgamma, float* dbeta,
+                             int nthreads);
+  void (*channel_affine)(const float* x, int64_t M, int64_t C, const float* scale,
+                         const float* shift, float* y, int nthreads);
   // Measured single-thread FMA throughput of this ISA, GFLOP/s.
   double (*peak_gflops)(double seconds);
   void (*release_workspace)();

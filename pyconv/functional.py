@@ -344,3 +344,73 @@ def global_avg_pool2d_backward(grad_out, x, data_format="NCHW"):
         raise ValueError(f"grad_out must have shape ({n}, {c}), got {g.shape}")
     g = g.reshape((n, c, 1, 1) if fmt == "NCHW" else (n, 1, 1, c))
     return avg_pool2d_backward(g, x, xv.shape[2:], data_format=fmt)
+
+
+# --- batch normalization over rows -----------------------------------------------------------
+
+
+def _rows(a, name: str) -> np.ndarray:
+    """A C-contiguous float32 (rows, channels) array (copied only if it is not one already)."""
+    r = np.ascontiguousarray(_float32(a, name))
+    if r.ndim != 2 or r.shape[0] < 1 or r.shape[1] < 1:
+        raise ValueError(f"{name} must be a non-empty 2-D (rows, channels) array, got {r.shape}")
+    return r
+
+
+def _channel_vector(v, name: str, c: int):
+    if v is None:
+        return None
+    v = np.ascontiguousarray(_float32(v, name))
+    if v.shape != (c,):
+        raise ValueError(f"{name} must have shape ({c},), got {v.shape}")
+    return v
+
+
+def batch_norm(x, gamma=None, beta=None, epsilon=1e-3):
+    """Training-mode batch normalization of the columns of x (M, C): (y, mean, var).
+
+    mean and var (biased) are the batch statistics over the M rows; y = gamma * (x - mean) /
+    sqrt(var + epsilon) + beta (gamma/beta None: 1/0). For NHWC images pass x.reshape(-1, C).
+    """
+    xr = _rows(x, "x")
+    c = xr.shape[1]
+    g, b = _channel_vector(gamma, "gamma", c), _channel_vector(beta, "beta", c)
+    y = _aligned_empty(xr.shape)
+    mean, var = np.empty(c, np.float32), np.empty(c, np.float32)
+    _core.batchnorm_forward(xr, g, b, float(epsilon), y, mean, var)
+    return y, mean, var
+
+
+def batch_norm_backward(
+    grad_out, x, mean, var, gamma=None, epsilon=1e-3, batch_stats=True, grad_input=True
+):
+    """Gradients of batch normalization: (grad_x or None, grad_gamma, grad_beta).
+
+    batch_stats=True: mean/var were the batch's own (training), so they depend on x;
+    False: fixed statistics (inference), grad_x = gamma * grad_out / sqrt(var + epsilon).
+    """
+    xr = _rows(x, "x")
+    m, c = xr.shape
+    gy = _rows(grad_out, "grad_out")
+    if gy.shape != xr.shape:
+        raise ValueError(f"grad_out must have x's shape {xr.shape}, got {gy.shape}")
+    g = _channel_vector(gamma, "gamma", c)
+    mu, v = _channel_vector(mean, "mean", c), _channel_vector(var, "var", c)
+    if mu is None or v is None:
+        raise ValueError("mean and var are required")
+    gx = _aligned_empty((m, c)) if grad_input else None
+    gg, gb = np.empty(c, np.float32), np.empty(c, np.float32)
+    _core.batchnorm_backward(gy, xr, g, mu, v, float(epsilon), bool(batch_stats), gx, gg, gb)
+    return gx, gg, gb
+
+
+def channel_affine(x, scale, shift):
+    """y = x * scale + shift for each column of x (M, C) (batch norm at inference)."""
+    xr = _rows(x, "x")
+    c = xr.shape[1]
+    sc, sh = _channel_vector(scale, "scale", c), _channel_vector(shift, "shift", c)
+    if sc is None or sh is None:
+        raise ValueError("scale and shift are required")
+    y = _aligned_empty(xr.shape)
+    _core.channel_affine(xr, sc, sh, y)
+    return y

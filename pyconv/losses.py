@@ -68,7 +68,7 @@ def _sparse_labels(y_true, y_pred: np.ndarray) -> np.ndarray:
 
 def _dense_targets(y_true, y_pred: np.ndarray) -> np.ndarray:
     y = np.asarray(y_true, dtype=np.float32)
-    if y.shape != y_pred.shape and y.size == y_pred.size:
+    if y.shape != y_pred.shape and y.ndim and len(y) == len(y_pred) and y.size == y_pred.size:
         y = y.reshape(y_pred.shape)  # e.g. (N,) labels for a (N, 1) sigmoid output
     if y.shape != y_pred.shape:
         raise ValueError(

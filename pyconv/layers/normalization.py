@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import initializers, regularizers
+from .. import functional, initializers, regularizers
 from .._shapes import as_int
 from .base import Layer
 
@@ -76,11 +76,11 @@ class BatchNormalization(Layer):
         )
 
     def _as_rows(self, x):
-        """A (rows, C) view when the feature axis is the last one (channels last: free)."""
+        """(rows, C) with channels contiguous: free for channels last (the feature axis is the
+        last one); channels first moves the axis (a copy) and ``_restore`` moves it back."""
         axis = self._feature_axis(x.ndim)
         if axis == x.ndim - 1:
             return x.reshape(-1, x.shape[-1]), None
-        # Channels first: move the axis last (a copy), normalize, move back.
         return np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis]), axis
 
     @staticmethod
@@ -90,77 +90,44 @@ class BatchNormalization(Layer):
         moved = (*shape[:axis], *shape[axis + 1 :], shape[axis])
         return np.ascontiguousarray(np.moveaxis(rows.reshape(moved), -1, axis))
 
-    def _scale_shift(self):
-        c = self.moving_mean.value.shape[0]
-        gamma = self.gamma.value if self.gamma is not None else np.ones(c, np.float32)
-        beta = self.beta.value if self.beta is not None else np.zeros(c, np.float32)
-        return gamma, beta
+    def _gamma_beta(self):
+        return (
+            None if self.gamma is None else self.gamma.value,
+            None if self.beta is None else self.beta.value,
+        )
 
     def _forward(self, x, training):
         rows, axis = self._as_rows(x)  # (M, C)
-        gamma, beta = self._scale_shift()
-        if not training or not self.trainable:
-            inv = 1.0 / np.sqrt(self.moving_variance.value + np.float32(self.epsilon))
-            a = (gamma * inv).astype(np.float32)
-            b = (beta - self.moving_mean.value * a).astype(np.float32)
-            y = rows * a
-            y += b
-            return self._restore(y, x.shape, axis), x
-        mean = rows.mean(axis=0, dtype=np.float32)
-        xhat = rows - mean
-        var = np.square(xhat).mean(axis=0, dtype=np.float32)
-        inv = (1.0 / np.sqrt(var + np.float32(self.epsilon))).astype(np.float32)
-        xhat *= inv
-        y = xhat * gamma
-        y += beta
+        gamma, beta = self._gamma_beta()
+        if not training or not self.trainable:  # inference: y = x * scale + shift
+            mm, mv = self.moving_mean.value, self.moving_variance.value
+            scale = 1.0 / np.sqrt(mv.astype(np.float64) + self.epsilon)
+            if gamma is not None:
+                scale = scale * gamma
+            shift = -mm * scale + (0.0 if beta is None else beta)
+            y = functional.channel_affine(rows, scale, shift)
+            return self._restore(y, x.shape, axis), (rows, mm.copy(), mv.copy(), False, axis)
+        y, mean, var = functional.batch_norm(rows, gamma, beta, self.epsilon)
         m = np.float32(self.momentum)
         self.moving_mean.value *= m
         self.moving_mean.value += (1 - m) * mean
         self.moving_variance.value *= m
         self.moving_variance.value += (1 - m) * var
-        return self._restore(y, x.shape, axis), (xhat, inv, x.shape, axis)
+        return self._restore(y, x.shape, axis), (rows, mean, var, True, axis)
 
     def _backward(self, ctx, dy, need_input_grad):
-        if isinstance(
-            ctx, np.ndarray
-        ):  # inference mode, ctx = x: y = gamma*xhat + beta, xhat = (x - mm)*inv
-            return self._backward_inference(ctx, dy, need_input_grad)
-        xhat, inv, shape, axis = ctx
-        g, _ = self._as_rows(dy)  # (M, C)
-        m = g.shape[0]
-        dbeta = g.sum(axis=0, dtype=np.float32)
-        dgamma = np.einsum("mc,mc->c", g, xhat, dtype=np.float32)
+        rows, mean, var, batch_stats, axis = ctx
+        g, _ = self._as_rows(dy)
+        gamma, _ = self._gamma_beta()
+        gx, dgamma, dbeta = functional.batch_norm_backward(
+            g, rows, mean, var, gamma, self.epsilon, batch_stats, grad_input=need_input_grad
+        )
         if self.trainable:
             if self.gamma is not None:
                 self.gamma.add_grad(dgamma)
             if self.beta is not None:
                 self.beta.add_grad(dbeta)
-        if not need_input_grad:
-            return None
-        gamma, _ = self._scale_shift()
-        # dx = gamma*inv/M * (M*dy - sum(dy) - xhat*sum(dy*xhat)), per feature
-        dx = xhat * (dgamma / m)
-        dx += dbeta / m
-        np.subtract(g, dx, out=dx)
-        dx *= gamma * inv
-        return self._restore(dx, shape, axis)
-
-    def _backward_inference(self, x, dy, need_input_grad):
-        gamma, _ = self._scale_shift()
-        inv = (1.0 / np.sqrt(self.moving_variance.value + np.float32(self.epsilon))).astype(
-            np.float32
-        )
-        g, axis = self._as_rows(dy)
-        if self.trainable:
-            rows, _ = self._as_rows(x)
-            if self.gamma is not None:
-                xhat = (rows - self.moving_mean.value) * inv
-                self.gamma.add_grad(np.einsum("mc,mc->c", g, xhat, dtype=np.float32))
-            if self.beta is not None:
-                self.beta.add_grad(g.sum(axis=0, dtype=np.float32))
-        if not need_input_grad:
-            return None
-        return self._restore(g * (gamma * inv), dy.shape, axis)
+        return None if gx is None else self._restore(gx, dy.shape, axis)
 
     def get_config(self):
         return {
