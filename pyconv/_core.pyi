@@ -1,7 +1,8 @@
 """Type stubs for the compiled core (csrc/bindings.cpp). Private: use pyconv.functional.
 
-Every array argument is a float32 4-D view in *logical* order (N, C, H, W) for activations and
-(O, C/groups, KH, KW) for weights, with any strides; outputs are preallocated by the caller.
+Conv and pooling arrays are float32 4-D views in *logical* order (N, C, H, W) for activations
+and (O, C/groups, KH, KW) for weights, with any strides; batch-norm arrays are C-contiguous
+(rows, channels) and (channels,). Outputs are preallocated by the caller.
 """
 
 import numpy as np
@@ -53,6 +54,30 @@ def conv2d_backward_weight(
     dil_w: int,
     groups: int,
 ) -> None: ...
+def batchnorm_forward(
+    x: _F32,
+    gamma: _F32 | None,
+    beta: _F32 | None,
+    epsilon: float,
+    y: _F32,
+    mean: _F32,
+    var: _F32,
+) -> None:
+    """x, y: C-contiguous (M, C); gamma, beta, mean, var: (C,). Writes y, mean, var."""
+
+def batchnorm_backward(
+    grad_out: _F32,
+    x: _F32,
+    gamma: _F32 | None,
+    mean: _F32,
+    var: _F32,
+    epsilon: float,
+    batch_stats: bool,
+    grad_x: _F32 | None,
+    grad_gamma: _F32 | None,
+    grad_beta: _F32 | None,
+) -> None: ...
+def channel_affine(x: _F32, scale: _F32, shift: _F32, y: _F32) -> None: ...
 def max_pool2d_forward(
     x: _F32,
     y: _F32,
