@@ -102,33 +102,35 @@ def main(argv=None):
     if torch is not None:
         torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    print(
-        f"batch {args.batch}, {args.threads} threads; images/s (best of {args.repeats} x {args.steps} steps)"
-    )
+    print(f"batch {args.batch}, {args.threads} threads; images/s "
+          f"(best of {args.repeats} x {args.steps} steps)")  # fmt: skip
     print(f"{'network':<14}{'pyconv':>10}{'pytorch':>10}{'ratio':>8}")
     for name, (ours, theirs, shape) in NETS.items():
         x = rng.random((args.batch, *shape), dtype=np.float32)
         y = rng.integers(0, 10, args.batch)
-        model = ours()
-        model.compile("adam", "sparse_categorical_crossentropy")
-        ours_rate = best_rate(
-            lambda: model.train_on_batch(x, y), args.batch, args.steps, args.repeats
-        )
-        line = f"{name:<14}{ours_rate:>10.0f}"
-        if torch is not None:
-            net = theirs()
-            opt = torch.optim.Adam(net.parameters(), 1e-3)
-            xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-            yt = torch.from_numpy(y)
+        print(bench_network(name, ours, theirs, x, y, args))
 
-            def tstep():
-                opt.zero_grad()
-                torch.nn.functional.cross_entropy(net(xt), yt).backward()
-                opt.step()
 
-            theirs_rate = best_rate(tstep, args.batch, args.steps, args.repeats)
-            line += f"{theirs_rate:>10.0f}{ours_rate / theirs_rate:>7.2f}x"
-        print(line)
+def bench_network(name, ours, theirs, x, y, args) -> str:
+    """One table row: pyconv's and (if importable) PyTorch's training images/s."""
+    model = ours()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    ours_rate = best_rate(lambda: model.train_on_batch(x, y), args.batch, args.steps, args.repeats)
+    line = f"{name:<14}{ours_rate:>10.0f}"
+    if torch is None:
+        return line
+    net = theirs()
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    yt = torch.from_numpy(y)
+
+    def torch_step():
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(xt), yt).backward()
+        opt.step()
+
+    theirs_rate = best_rate(torch_step, args.batch, args.steps, args.repeats)
+    return line + f"{theirs_rate:>10.0f}{ours_rate / theirs_rate:>7.2f}x"
 
 
 if __name__ == "__main__":

@@ -40,6 +40,16 @@ def _scale(per_sample_grad: np.ndarray, w, n: int) -> np.ndarray:
     return g
 
 
+def _positions(a: np.ndarray) -> int:
+    """Number of class-axis positions per sample: 1 for (N, K), T for (N, T, K)."""
+    return int(np.prod(a.shape[1:-1], dtype=np.int64))
+
+
+def _per_sample(per_position: np.ndarray) -> np.ndarray:
+    """Per-sample loss: the mean over every non-batch position (Keras: sum_over_batch_size)."""
+    return per_position.reshape(len(per_position), -1).mean(axis=1)
+
+
 def _log_softmax(z: np.ndarray) -> np.ndarray:
     z = z.astype(np.float32, copy=True)
     z -= z.max(axis=-1, keepdims=True)
@@ -114,16 +124,20 @@ class CategoricalCrossentropy(Loss):
             return self.value_and_grad_logits(y_true, y_pred, sample_weight)
         y = self._targets(y_true, y_pred)
         w = _weights(sample_weight, len(y_pred))
-        p = np.clip(y_pred / np.maximum(y_pred.sum(axis=-1, keepdims=True), _EPS), _EPS, 1 - _EPS)
-        loss = _reduce(-(y * np.log(p)).reshape(len(p), -1).sum(axis=1), w)
-        return loss, _scale(-y / p, w, len(p))
+        # Keras normalizes the rows to sum to 1 (and clips); the gradient includes that step:
+        # L = -sum y log(p/S)  =>  dL/dp = (-y / (p/S) + sum(y)) / S.
+        total = np.maximum(y_pred.sum(axis=-1, keepdims=True), _EPS)
+        q = np.clip(y_pred / total, _EPS, 1 - _EPS)
+        loss = _reduce(_per_sample(-(y * np.log(q)).sum(axis=-1)), w)
+        grad = (-y / q + y.sum(axis=-1, keepdims=True)) / total / _positions(y_pred)
+        return loss, _scale(grad.astype(np.float32), w, len(q))
 
     def value_and_grad_logits(self, y_true, logits, sample_weight=None):
         y = self._targets(y_true, logits)
         w = _weights(sample_weight, len(logits))
         logp = _log_softmax(logits)
-        loss = _reduce(-(y * logp).reshape(len(logp), -1).sum(axis=1), w)
-        grad = np.exp(logp) * y.sum(axis=-1, keepdims=True) - y
+        loss = _reduce(_per_sample(-(y * logp).sum(axis=-1)), w)
+        grad = (np.exp(logp) * y.sum(axis=-1, keepdims=True) - y) / np.float32(_positions(logits))
         return loss, _scale(grad, w, len(logits))
 
 
@@ -138,22 +152,26 @@ class SparseCategoricalCrossentropy(Loss):
             return self.value_and_grad_logits(y_true, y_pred, sample_weight)
         lab = _sparse_labels(y_true, y_pred)
         w = _weights(sample_weight, len(y_pred))
-        p = np.clip(y_pred / np.maximum(y_pred.sum(axis=-1, keepdims=True), _EPS), _EPS, 1 - _EPS)
-        picked = np.take_along_axis(p, lab[..., None], axis=-1)[..., 0]
-        loss = _reduce(-np.log(picked).reshape(len(p), -1).sum(axis=1), w)
-        grad = np.zeros_like(p)
-        np.put_along_axis(grad, lab[..., None], (-1.0 / picked)[..., None], axis=-1)
-        return loss, _scale(grad, w, len(p))
+        total = np.maximum(y_pred.sum(axis=-1, keepdims=True), _EPS)
+        q = np.clip(y_pred / total, _EPS, 1 - _EPS)
+        picked = np.take_along_axis(q, lab[..., None], axis=-1)[..., 0]
+        loss = _reduce(_per_sample(-np.log(picked)), w)
+        # dL/dp = (-onehot / q + 1) / S (the row normalization's derivative included)
+        grad = np.ones_like(q)
+        np.put_along_axis(grad, lab[..., None], (1.0 - 1.0 / picked)[..., None], axis=-1)
+        grad = grad / total / _positions(y_pred)
+        return loss, _scale(grad.astype(np.float32), w, len(q))
 
     def value_and_grad_logits(self, y_true, logits, sample_weight=None):
         lab = _sparse_labels(y_true, logits)
         w = _weights(sample_weight, len(logits))
         logp = _log_softmax(logits)
         picked = np.take_along_axis(logp, lab[..., None], axis=-1)[..., 0]
-        loss = _reduce(-picked.reshape(len(logp), -1).sum(axis=1), w)
+        loss = _reduce(_per_sample(-picked), w)
         grad = np.exp(logp)
         idx = lab[..., None]
         np.put_along_axis(grad, idx, np.take_along_axis(grad, idx, axis=-1) - 1, axis=-1)
+        grad /= np.float32(_positions(logits))
         return loss, _scale(grad, w, len(logits))
 
 
@@ -169,9 +187,9 @@ class BinaryCrossentropy(Loss):
         y = _dense_targets(y_true, y_pred)
         w = _weights(sample_weight, len(y_pred))
         p = np.clip(y_pred, _EPS, 1 - _EPS)
-        k = y_pred.shape[-1]
+        k = p[0].size if len(p) else 1  # mean over every non-batch element
         per = -(y * np.log(p) + (1 - y) * np.log1p(-p))
-        loss = _reduce(per.reshape(len(p), -1).sum(axis=1) / k, w)
+        loss = _reduce(_per_sample(per), w)
         grad = (p - y) / (p * (1 - p) * k)
         return loss, _scale(grad.astype(np.float32), w, len(p))
 
@@ -179,9 +197,9 @@ class BinaryCrossentropy(Loss):
         y = _dense_targets(y_true, logits)
         w = _weights(sample_weight, len(logits))
         z = logits.astype(np.float32)
-        k = z.shape[-1]
+        k = z[0].size if len(z) else 1
         per = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
-        loss = _reduce(per.reshape(len(z), -1).sum(axis=1) / k, w)
+        loss = _reduce(_per_sample(per), w)
         sig = np.exp(-np.logaddexp(0, -z))
         return loss, _scale(((sig - y) / k).astype(np.float32), w, len(z))
 

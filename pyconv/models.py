@@ -357,9 +357,11 @@ class Model:
         n = len(x)
         steps = -(-n // batch_size)
         history = cbks.History()
-        cb_list = [history, *(callbacks or [])]
+        # As Keras: the progress bar first, History last (so it records keys that user
+        # callbacks add to the epoch logs, e.g. LearningRateScheduler's learning_rate).
+        cb_list = [*(callbacks or []), history]
         if verbose:
-            cb_list.insert(1, cbks.ProgbarLogger(verbose))
+            cb_list.insert(0, cbks.ProgbarLogger(verbose))
         params = {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size}
         cb = cbks.CallbackList(cb_list, self, params)
         self.stop_training = False

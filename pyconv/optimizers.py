@@ -38,7 +38,7 @@ class Optimizer:
 
     @learning_rate.setter
     def learning_rate(self, value) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise TypeError(f"learning_rate must be a float, got {value!r}")
         if not (np.isfinite(value) and value > 0):
             raise ValueError(f"learning_rate must be a finite number > 0, got {value!r}")
@@ -51,7 +51,10 @@ class Optimizer:
         return slots[name]
 
     def apply(self, variables) -> None:
-        """One update of every variable in ``variables`` that has a gradient."""
+        """One update of every variable in ``variables`` that has a gradient.
+
+        Clipping scales the ``.grad`` arrays in place (they belong to this step).
+        """
         pairs = [(v, v.grad) for v in variables if v.grad is not None]
         if self.global_clipnorm is not None:
             norm = np.sqrt(sum(float(np.square(g, dtype=np.float64).sum()) for _, g in pairs))
@@ -91,7 +94,7 @@ class SGD(Optimizer):
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **kwargs):
         super().__init__(learning_rate, **kwargs)
-        if not 0 <= momentum < 1:
+        if not 0 <= momentum < 1:  # 1 would never forget a gradient: divergence
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
 

@@ -61,12 +61,17 @@ def onehot(labels, k):
 
 
 def ref_cce(y, p, w=None):
-    p = np.clip(np.asarray(p, np.float64), EPS, 1 - EPS)
-    return reduce64(-(y * np.log(p)).sum(axis=-1), w)
+    # Keras: rows normalized to sum to 1, then clipped
+    p = np.asarray(p, np.float64)
+    q = np.clip(p / p.sum(axis=-1, keepdims=True), EPS, 1 - EPS)
+    return reduce64(-(y * np.log(q)).sum(axis=-1), w)
 
 
 def grad_cce(y, p, w=None):
-    return -np.asarray(y, np.float64) / np.asarray(p, np.float64) * wscale(w, len(p))
+    # d/dp of -sum y log(p / S), S = sum p: (-y / q + sum y) / S (no clipping active)
+    y, p = np.asarray(y, np.float64), np.asarray(p, np.float64)
+    s = p.sum(axis=-1, keepdims=True)
+    return (-y / (p / s) + y.sum(axis=-1, keepdims=True)) / s * wscale(w, len(p))
 
 
 def ref_cce_logits(y, z, w=None):
@@ -277,13 +282,6 @@ def test_categorical_crossentropy_normalizes_probabilities_like_keras(rng):
     assert loss(y, scaled) == pytest.approx(expected, rel=2e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyconv/losses.py CategoricalCrossentropy.value_and_grad (and the sparse variant) "
-    "return -y/p with p the *normalized* probabilities, dropping the derivative of the "
-    "normalization p = y_pred / sum(y_pred) that the returned value includes; for predictions "
-    "whose rows do not sum to 1 the gradient is not dL/dy_pred (Keras's is)",
-)
 @pytest.mark.parametrize("case", ["cce", "scce"])
 def test_crossentropy_gradient_of_unnormalized_probabilities(case, rng):
     y, pred = make_data(case, rng)
@@ -298,13 +296,6 @@ def test_crossentropy_gradient_of_unnormalized_probabilities(case, rng):
     assert_close(grad, central_fd(keras_value, pred.astype(np.float64)), rtol=1e-4)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyconv/losses.py _reduce/_scale divide by the batch size N only, so for outputs of "
-    "rank > 2 (N, T, K) the cross-entropies *sum* over T, whereas Keras's sum_over_batch_size "
-    "(which the module docstring claims to follow, and which MeanSquaredError does follow) "
-    "averages over all N*T positions",
-)
 @pytest.mark.parametrize("case", ["cce_logits", "scce_logits", "bce_logits"])
 def test_crossentropy_on_rank3_outputs_averages_over_positions_like_keras(case, rng):
     z = rng.standard_normal((N, 3, K)).astype(np.float32)
@@ -314,7 +305,11 @@ def test_crossentropy_on_rank3_outputs_averages_over_positions_like_keras(case, 
         y = onehot(lab, K)
         label_arg = lab
     else:
-        y = rng.dirichlet(np.ones(K), size=(N, 3)) if case == "cce_logits" else rng.random((N, 3, K))
+        y = (
+            rng.dirichlet(np.ones(K), size=(N, 3))
+            if case == "cce_logits"
+            else rng.random((N, 3, K))
+        )
         y = y.astype(np.float32).astype(np.float64)
         label_arg = y
     if case == "bce_logits":
@@ -482,12 +477,16 @@ def test_binary_and_regression_losses_match_torch(weighted, rng):
     bce = F.binary_cross_entropy(t64(p), t64(yb), weight=wt)
     mse = fold(F.mse_loss(t64(p), t64(yr), reduction="none"))
     mae = fold(F.l1_loss(t64(p), t64(yr), reduction="none"))
-    assert losses.BinaryCrossentropy(from_logits=True)(yb, z, w) == pytest.approx(bce_logits.item(), rel=2e-6)
+    assert losses.BinaryCrossentropy(from_logits=True)(yb, z, w) == pytest.approx(
+        bce_logits.item(), rel=2e-6
+    )
     assert losses.get("binary_crossentropy")(yb, p, w) == pytest.approx(bce.item(), rel=2e-6)
     assert losses.get("mse")(yr, p, w) == pytest.approx(mse.item(), rel=2e-6)
     assert losses.get("mae")(yr, p, w) == pytest.approx(mae.item(), rel=2e-6)
     if w is None:
-        assert losses.get("mse")(yr, p) == pytest.approx(F.mse_loss(t64(p), t64(yr)).item(), rel=2e-6)
+        assert losses.get("mse")(yr, p) == pytest.approx(
+            F.mse_loss(t64(p), t64(yr)).item(), rel=2e-6
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -530,16 +529,14 @@ def test_targets_of_shape_n_fit_an_n_by_1_output():
         assert loss(y, p) == pytest.approx(loss(y[:, None], p), rel=1e-12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyconv/losses.py _dense_targets reshapes any y_true with the predictions' *size* to "
-    "their shape, so targets with a different number of samples (or transposed targets) are "
-    "silently reinterpreted instead of raising a shape-mismatch ValueError",
+@pytest.mark.parametrize("name", ["categorical_crossentropy", "binary_crossentropy", "mse", "mae"])
+@pytest.mark.parametrize(
+    "y_shape,p_shape", [((4, 3), (6, 2)), ((3, 2), (2, 3)), ((12,), (6, 2))], ids=str
 )
-@pytest.mark.parametrize("name", ["categorical_crossentropy", "mse"])
-def test_dense_targets_with_another_sample_count_raise(name):
-    p = np.full((6, 2), 0.5, np.float32)
-    y = np.zeros((4, 3), np.float32)  # 12 values, like p, but 4 samples instead of 6
+def test_dense_targets_with_another_sample_count_raise(name, y_shape, p_shape):
+    """Same number of values but another number of samples (e.g. transposed): no reshape."""
+    p = np.full(p_shape, 0.5, np.float32)
+    y = np.zeros(y_shape, np.float32)
     with pytest.raises(ValueError, match=Y_OR_LABELS):
         losses.get(name)(y, p)
 
@@ -646,7 +643,9 @@ def assert_trajectory_close(ours, ref, init, rtol, name):
             db = b[k] - init[k].astype(np.float64)
             scale = float(np.abs(db).max())
             err = float(np.abs(da - db).max())
-            assert err <= rtol * scale + 2e-7, f"{name} step {t + 1} {k}: err {err:.3g} scale {scale:.3g}"
+            assert err <= rtol * scale + 2e-7, (
+                f"{name} step {t + 1} {k}: err {err:.3g} scale {scale:.3g}"
+            )
 
 
 @pytest.mark.parametrize("case", list(TORCH_CASES))
