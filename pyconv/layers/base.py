@@ -185,6 +185,11 @@ class Layer:
 
     def __call__(self, x, training: bool = False) -> np.ndarray:
         """Apply the layer to a batch (NumPy array with a batch dimension)."""
+        if isinstance(x, SymbolicTensor):
+            raise NotImplementedError(
+                "calling layers on Input tensors (the functional API) is not available yet; "
+                "use Sequential([Input(shape), layer, ...])"
+            )
         x = np.asarray(x, dtype=np.float32)
         if x.ndim < 1:
             raise ValueError(f"layer {self.name!r} needs a batch of inputs, got a scalar")
