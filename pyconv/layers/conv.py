@@ -7,10 +7,9 @@ transposes happen in the hot path; the kernel is stored as Keras stores it,
 
 from __future__ import annotations
 
-from .. import activations, functional, initializers, regularizers
+from .. import functional
 from .._shapes import as_int, conv_output_size, pair, resolve_padding
-from .base import Layer
-from .core import activate, activation_grad
+from .core import KernelLayer, activate, activation_grad
 
 
 def data_format_arg(data_format) -> str:
@@ -47,7 +46,7 @@ def image_shape(h: int, w: int, c: int, fmt: str) -> tuple[int, int, int]:
     return (h, w, c) if fmt == "NHWC" else (c, h, w)
 
 
-class Conv2D(Layer):
+class Conv2D(KernelLayer):
     def __init__(
         self,
         filters,
@@ -66,7 +65,10 @@ class Conv2D(Layer):
         activity_regularizer=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(
+            activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+            bias_regularizer, activity_regularizer, **kwargs,
+        )  # fmt: skip
         self.filters = as_int(filters, "filters")
         if self.filters < 1:
             raise ValueError(f"filters must be >= 1, got {filters!r}")
@@ -81,13 +83,6 @@ class Conv2D(Layer):
             raise ValueError(
                 f"groups must be >= 1 and divide filters={self.filters}, got {groups!r}"
             )
-        self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
-        self.activity_regularizer = regularizers.get(activity_regularizer)
 
     def compute_output_shape(self, input_shape):
         h, w, c = spatial_dims(input_shape, self._fmt, self.name)
@@ -114,15 +109,7 @@ class Conv2D(Layer):
 
     def build(self, input_shape):
         c = spatial_dims(input_shape, self._fmt, self.name)[2]
-        kshape = (*self.kernel_size, c // self.groups, self.filters)
-        self.kernel = self.add_weight(
-            "kernel", kshape, self.kernel_initializer, self.kernel_regularizer
-        )
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(
-                "bias", (self.filters,), self.bias_initializer, self.bias_regularizer
-            )
+        self._build_kernel((*self.kernel_size, c // self.groups, self.filters), self.filters)
 
     def _geometry(self) -> dict:
         return dict(
@@ -163,11 +150,4 @@ class Conv2D(Layer):
             "data_format": self.data_format,
             "dilation_rate": list(self.dilation_rate),
             "groups": self.groups,
-            "activation": activations.serialize(self.activation),
-            "use_bias": self.use_bias,
-            "kernel_initializer": initializers.serialize(self.kernel_initializer),
-            "bias_initializer": initializers.serialize(self.bias_initializer),
-            "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
-            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
-            "activity_regularizer": regularizers.serialize(self.activity_regularizer),
         }

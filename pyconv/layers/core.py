@@ -36,7 +36,54 @@ def activation_grad(activation, ctx: ActivationContext, dy, skip_activation: boo
     return dy if skip_activation else activation.backward(ctx.y, dy)
 
 
-class Dense(Layer):
+class KernelLayer(Layer):
+    """What Dense and Conv2D share: a kernel, an optional bias, a fused activation, and their
+    initializers and regularizers (one place for these arguments and their config)."""
+
+    def __init__(
+        self,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.activity_regularizer = regularizers.get(activity_regularizer)
+
+    def _build_kernel(self, kernel_shape, units: int) -> None:
+        self.kernel = self.add_weight(
+            "kernel", kernel_shape, self.kernel_initializer, self.kernel_regularizer
+        )
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                "bias", (units,), self.bias_initializer, self.bias_regularizer
+            )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "activation": activations.serialize(self.activation),
+            "use_bias": self.use_bias,
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+            "activity_regularizer": regularizers.serialize(self.activity_regularizer),
+        }
+
+
+class Dense(KernelLayer):
     """y = activation(x @ kernel + bias) over the last axis; kernel shape (in, units)."""
 
     def __init__(
@@ -51,17 +98,13 @@ class Dense(Layer):
         activity_regularizer=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(
+            activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+            bias_regularizer, activity_regularizer, **kwargs,
+        )  # fmt: skip
         self.units = as_int(units, "units")
         if self.units < 1:
             raise ValueError(f"units must be >= 1, got {units!r}")
-        self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
-        self.activity_regularizer = regularizers.get(activity_regularizer)
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) < 1:
@@ -69,15 +112,7 @@ class Dense(Layer):
         return (*input_shape[:-1], self.units)
 
     def build(self, input_shape):
-        self.kernel = self.add_weight(
-            "kernel", (input_shape[-1], self.units), self.kernel_initializer,
-            self.kernel_regularizer,
-        )  # fmt: skip
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(
-                "bias", (self.units,), self.bias_initializer, self.bias_regularizer
-            )
+        self._build_kernel((input_shape[-1], self.units), self.units)
 
     # The matmuls run on the convolution core as 1x1 convolutions over (M, 1, 1, in) "images":
     # same threads as the conv layers, and no BLAS thread pool left spinning on the cores
@@ -111,17 +146,7 @@ class Dense(Layer):
         return None if gx is None else gx.reshape(ctx.x.shape)
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "units": self.units,
-            "activation": activations.serialize(self.activation),
-            "use_bias": self.use_bias,
-            "kernel_initializer": initializers.serialize(self.kernel_initializer),
-            "bias_initializer": initializers.serialize(self.bias_initializer),
-            "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
-            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
-            "activity_regularizer": regularizers.serialize(self.activity_regularizer),
-        }
+        return {**super().get_config(), "units": self.units}
 
 
 class Flatten(Layer):
