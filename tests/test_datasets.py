@@ -1,0 +1,196 @@
+"""Data set loaders: canonical files found where documented, checksums enforced, truncated or
+foreign files rejected with the file's name, downloads verified, the embedded MNIST sample."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+from conftest import shared_dir
+
+from pyconv import datasets
+from pyconv.datasets import DatasetError
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    """No test reads or writes the user's real cache or PYCONV_DATA."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("PYCONV_DATA", raising=False)
+    monkeypatch.delenv("PYCONV_DATA_MIRROR", raising=False)
+
+
+def mnist_dir():
+    return shared_dir() / "data" / "mnist"
+
+
+def test_mnist_from_a_data_dir():
+    (xtr, ytr), (xte, yte) = datasets.load_mnist(mnist_dir(), download=False)
+    assert xtr.shape == (60000, 28, 28, 1) and xte.shape == (10000, 28, 28, 1)
+    assert xtr.dtype == np.uint8 and ytr.dtype == np.uint8
+    assert ytr[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert np.bincount(yte).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_pyconv_data_environment_variable(monkeypatch):
+    monkeypatch.setenv("PYCONV_DATA", str(mnist_dir().parent))  # finds its mnist/ subfolder
+    (xtr, _), _ = datasets.load("mnist", download=False)
+    assert xtr.shape[0] == 60000
+
+
+def test_embedded_sample_is_the_start_of_real_mnist():
+    (xs, ys), (xst, yst) = datasets.load_mnist_sample()
+    assert xs.shape == (5000, 28, 28, 1) and xst.shape == (1000, 28, 28, 1)
+    (xtr, ytr), (xte, yte) = datasets.load_mnist(mnist_dir(), download=False)
+    np.testing.assert_array_equal(xs, xtr[:5000])
+    np.testing.assert_array_equal(ys, ytr[:5000])
+    np.testing.assert_array_equal(xst, xte[:1000])
+    np.testing.assert_array_equal(yst, yte[:1000])
+
+
+def test_embedded_sample_needs_no_files():
+    (xs, ys), _ = datasets.load("mnist-sample")
+    assert xs.dtype == np.uint8 and set(np.unique(ys)) == set(range(10))
+
+
+def copy_mnist(tmp_path):
+    d = tmp_path / "mnist"
+    shutil.copytree(mnist_dir(), d)
+    return d
+
+
+def test_truncated_file_is_an_error_naming_it(tmp_path):
+    d = copy_mnist(tmp_path)
+    f = d / "t10k-labels-idx1-ubyte.gz"
+    f.write_bytes(f.read_bytes()[:-100])
+    with pytest.raises(DatasetError, match="t10k-labels-idx1-ubyte.gz"):
+        datasets.load_mnist(d, download=False)
+
+
+def test_altered_content_fails_the_checksum(tmp_path):
+    d = copy_mnist(tmp_path)
+    f = d / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(f.read_bytes()))
+    raw[100] = (raw[100] + 1) % 10  # still a valid IDX file with labels 0-9
+    f.write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(DatasetError, match="SHA-256"):
+        datasets.load_mnist(d, download=False)
+
+
+def test_recompressed_files_pass(tmp_path):
+    """Checksums are of the content, so a re-gzipped copy (as Debian ships) is accepted."""
+    d = copy_mnist(tmp_path)
+    for f in d.iterdir():
+        f.write_bytes(gzip.compress(gzip.decompress(f.read_bytes()), compresslevel=1))
+    (xtr, _), _ = datasets.load_mnist(d, download=False)
+    assert xtr.shape[0] == 60000
+
+
+def test_missing_files_say_where_to_put_them(tmp_path):
+    with pytest.raises(DatasetError) as e:
+        datasets.load_mnist(tmp_path / "nowhere", download=False)
+    msg = str(e.value)
+    assert "train-images-idx3-ubyte.gz" in msg and str(tmp_path / "nowhere") in msg
+    assert "PYCONV_DATA" in msg
+
+
+def test_download_from_a_mirror_is_verified_and_cached(tmp_path, monkeypatch):
+    mirror = tmp_path / "mirror"
+    shutil.copytree(mnist_dir(), mirror / "mnist")
+    monkeypatch.setenv("PYCONV_DATA_MIRROR", mirror.as_uri())
+    (xtr, _), _ = datasets.load_mnist(tmp_path / "empty")
+    assert xtr.shape[0] == 60000
+    cached = tmp_path / "cache" / "pyconv" / "mnist"
+    assert sorted(p.name for p in cached.iterdir()) == sorted(datasets._IDX_FILES)
+    shutil.rmtree(mirror)  # second load: from the cache, no network
+    assert datasets.load_mnist(tmp_path / "empty")[0][0].shape[0] == 60000
+
+
+def test_a_bad_download_is_rejected_and_not_kept(tmp_path, monkeypatch):
+    mirror = tmp_path / "mirror"
+    shutil.copytree(mnist_dir(), mirror / "mnist")
+    f = mirror / "mnist" / "train-labels-idx1-ubyte.gz"
+    f.write_bytes(f.read_bytes()[:-50])
+    monkeypatch.setenv("PYCONV_DATA_MIRROR", mirror.as_uri())
+    with pytest.raises(DatasetError, match="download failed"):
+        datasets.load_mnist(tmp_path / "empty")
+    assert not (tmp_path / "cache" / "pyconv" / "mnist" / "train-labels-idx1-ubyte.gz").exists()
+
+
+def test_no_network_gives_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYCONV_DATA_MIRROR", "http://127.0.0.1:9")  # nothing listens on port 9
+    with pytest.raises(DatasetError, match="not found.*\\n.*|download failed"):
+        datasets.load_fashion_mnist(
+            tmp_path / "none"
+        ) if not datasets._DEBIAN_FASHION.is_dir() else datasets.load_mnist(tmp_path / "none")
+
+
+def test_fashion_mnist_from_debian_package():
+    if not datasets._DEBIAN_FASHION.is_dir():
+        pytest.skip("apt-get install dataset-fashion-mnist to run this test")
+    (xtr, ytr), (xte, yte) = datasets.load_fashion_mnist(download=False)
+    assert xtr.shape == (60000, 28, 28, 1) and xte.shape == (10000, 28, 28, 1)
+    assert np.bincount(ytr).tolist() == [6000] * 10
+    assert len(datasets.CLASS_NAMES["fashion_mnist"]) == 10
+
+
+def cifar_dir():
+    return shared_dir() / "data" / "cifar-10-batches-bin"
+
+
+def test_cifar10_binary_batches():
+    (xtr, ytr), (xte, yte) = datasets.load_cifar10(cifar_dir(), download=False)
+    assert xtr.shape == (50000, 32, 32, 3) and xte.shape == (10000, 32, 32, 3)
+    assert np.bincount(ytr).tolist() == [5000] * 10 and np.bincount(yte).tolist() == [1000] * 10
+    assert ytr[:5].tolist() == [6, 9, 9, 4, 1]  # the canonical first labels (frog, truck, ...)
+    # planes -> channels last: record 0's first red byte is pixel (0, 0, 0)
+    raw = (cifar_dir() / "data_batch_1.bin").read_bytes()
+    assert xtr[0, 0, 0].tolist() == [raw[1], raw[1 + 1024], raw[1 + 2048]]
+
+
+def test_cifar10_python_batches_read_safely(tmp_path):
+    (xtr, ytr), (xte, yte) = datasets.load_cifar10(cifar_dir(), download=False)
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    parts = [(xtr[i * 10000 : (i + 1) * 10000], ytr[i * 10000 : (i + 1) * 10000]) for i in range(5)]
+    for name, (x, y) in zip(datasets._CIFAR_PY, [*parts, (xte, yte)]):
+        data = np.ascontiguousarray(x.transpose(0, 3, 1, 2)).reshape(len(x), 3072)
+        with open(d / name, "wb") as f:
+            pickle.dump({b"data": data, b"labels": y.tolist()}, f, protocol=2)
+    (xtr2, ytr2), (xte2, yte2) = datasets.load_cifar10(tmp_path, download=False)
+    np.testing.assert_array_equal(xtr2, xtr)
+    np.testing.assert_array_equal(yte2, yte)
+
+
+def test_hostile_pickle_is_refused_without_running(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (shutil.rmtree, (str(tmp_path / "victim"),))
+
+    (tmp_path / "victim").mkdir()
+    with open(tmp_path / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": Evil()}, f)
+    with pytest.raises(DatasetError, match="refusing"):
+        datasets.read_cifar_pickle(tmp_path / "data_batch_1")
+    assert (tmp_path / "victim").is_dir()
+
+
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        (b"", "magic"),
+        (b"\x00\x00\x08\x03\x00\x00", "header"),
+        (b"\x00\x00\x08\x01\x00\x00\x00\x05ab", "bytes"),
+    ],
+)
+def test_parse_idx_errors(data, match):
+    with pytest.raises(DatasetError, match=match):
+        datasets.parse_idx(data)
+
+
+def test_unknown_dataset_name():
+    with pytest.raises(ValueError, match="unknown data set"):
+        datasets.load("imagenet")
