@@ -294,6 +294,28 @@ void channel_affine(const py::array& x, const OptArray& scale, const OptArray& s
   pyconv::active_kernels().channel_affine(xp, r.m, r.c, sc, sh, yp, nt);
 }
 
+void affine_warp(const py::array& x, const py::array& mats, py::array& y, int fill,
+                 double fill_value) {
+  if (!x.dtype().is(py::dtype::of<float>()) || x.ndim() != 4 || !(x.flags() & py::array::c_style))
+    fail("x must be a C-contiguous float32 (N, H, W, C) array, got shape " + shape_str(x));
+  const int64_t n = x.shape(0), h = x.shape(1), w = x.shape(2), c = x.shape(3);
+  if (!mats.dtype().is(py::dtype::of<float>()) || mats.ndim() != 3 || mats.shape(0) != n ||
+      mats.shape(1) != 2 || mats.shape(2) != 3 || !(mats.flags() & py::array::c_style))
+    fail("matrices must be a C-contiguous float32 array of shape (" + std::to_string(n) +
+         ", 2, 3), got " + shape_str(mats));
+  if (!y.dtype().is(py::dtype::of<float>()) || y.ndim() != 4 || !(y.flags() & py::array::c_style) ||
+      y.shape(0) != n || y.shape(1) != h || y.shape(2) != w || y.shape(3) != c || !y.writeable())
+    fail("y must be a writeable C-contiguous float32 array shaped like x");
+  if (fill < 0 || fill > 2) fail("fill mode must be 0 (constant), 1 (nearest) or 2 (reflect)");
+  auto* xp = static_cast<const float*>(x.data());
+  auto* mp = static_cast<const float*>(mats.data());
+  auto* yp = static_cast<float*>(y.mutable_data());
+  const int nt = pyconv::get_num_threads();
+  py::gil_scoped_release nogil;
+  pyconv::active_kernels().affine_warp(xp, n, h, w, c, mp, yp, fill, static_cast<float>(fill_value),
+                                       nt);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -337,6 +359,8 @@ PYBIND11_MODULE(_core, m) {
         arg("grad_x").none(true), arg("grad_gamma").none(true), arg("grad_beta").none(true));
   m.def("channel_affine", &channel_affine, arg("x"), arg("scale"), arg("shift"), arg("y"),
         "y = x * scale + shift per channel (column) of x (M, C)");
+  m.def("affine_warp", &affine_warp, arg("x"), arg("matrices"), arg("y"), arg("fill"),
+        arg("fill_value"), "y[n] = bilinear sample of x[n] at matrices[n] @ (ox, oy, 1)");
   m.def("get_isa", [] { return std::string(pyconv::active_isa()); });
   m.def("set_isa", [](const std::string& name) { pyconv::set_isa(name.c_str()); }, arg("name"));
   m.def("available_isas", [] {

@@ -85,6 +85,10 @@ struct KernelTable {
                              int nthreads);
   void (*channel_affine)(const float* x, int64_t M, int64_t C, const float* scale,
                          const float* shift, float* y, int nthreads);
+  // Bilinear affine resampling of NHWC images (augmentation); mats: N x 2x3, fill 0/1/2 =
+  // constant / nearest / reflect.
+  void (*affine_warp)(const float* x, int64_t N, int64_t H, int64_t W, int64_t C, const float* mats,
+                      float* y, int fill, float fill_value, int nthreads);
   // Measured single-thread FMA throughput of this ISA, GFLOP/s.
   double (*peak_gflops)(double seconds);
   void (*release_workspace)();

@@ -67,6 +67,7 @@ _apply_isa_env()
 
 from . import (  # noqa: E402
     activations,
+    augment,
     callbacks,
     datasets,
     functional,
@@ -88,6 +89,7 @@ __all__ = [
     "Sequential",
     "__version__",
     "activations",
+    "augment",
     "available_isas",
     "callbacks",
     "datasets",

@@ -78,6 +78,9 @@ def batchnorm_backward(
     grad_beta: _F32 | None,
 ) -> None: ...
 def channel_affine(x: _F32, scale: _F32, shift: _F32, y: _F32) -> None: ...
+def affine_warp(x: _F32, matrices: _F32, y: _F32, fill: int, fill_value: float) -> None:
+    """x, y: C-contiguous (N, H, W, C); matrices: (N, 2, 3) output -> input pixel maps."""
+
 def max_pool2d_forward(
     x: _F32,
     y: _F32,

@@ -414,3 +414,30 @@ def channel_affine(x, scale, shift):
     y = _aligned_empty(xr.shape)
     _core.channel_affine(xr, sc, sh, y)
     return y
+
+
+# --- resampling (data augmentation) --------------------------------------------------------
+
+FILL_MODES = {"constant": 0, "nearest": 1, "reflect": 2}
+
+
+def affine_warp(x, matrices, fill_mode="nearest", fill_value=0.0):
+    """Resample each image of x (N, H, W, C) through its own 2x3 affine map, bilinearly.
+
+    Output pixel (col, row) of image n reads x[n] at ``matrices[n] @ (col, row, 1)`` (pixel
+    centres at integers). fill_mode for points outside the image: "constant" (fill_value),
+    "nearest" (edge pixel) or "reflect" (d c b a | a b c d | d c b a).
+    """
+    if fill_mode not in FILL_MODES:
+        raise ValueError(f"fill_mode must be one of {', '.join(FILL_MODES)}, got {fill_mode!r}")
+    xr = np.ascontiguousarray(_float32(x, "x"))
+    if xr.ndim != 4 or 0 in xr.shape:
+        raise ValueError(f"x must be a non-empty (N, H, W, C) batch, got shape {xr.shape}")
+    m = np.ascontiguousarray(_float32(matrices, "matrices"))
+    if m.shape != (xr.shape[0], 2, 3):
+        raise ValueError(f"matrices must have shape ({xr.shape[0]}, 2, 3), got {m.shape}")
+    if not np.isfinite(m).all():
+        raise ValueError("matrices must be finite")
+    y = _aligned_empty(xr.shape)
+    _core.affine_warp(xr, m, y, FILL_MODES[fill_mode], float(fill_value))
+    return y

@@ -317,9 +317,16 @@ class Model:
         sample_weight=None,
         initial_epoch=0,
         validation_batch_size=None,
+        augment=None,
     ):
-        """Train for ``epochs`` epochs; returns a History (also ``model.history``)."""
+        """Train for ``epochs`` epochs; returns a History (also ``model.history``).
+
+        augment: a callable applied to each float32 training batch (e.g.
+        ``pyconv.augment.ImageAugmenter(rotation_range=10, horizontal_flip=True)``).
+        """
         self._require_compiled("fit")
+        if augment is not None and not callable(augment):
+            raise TypeError(f"augment must be callable (e.g. an ImageAugmenter), got {augment!r}")
         x, y = self._check_xy(x, y)
         batch_size = 32 if batch_size is None else int(batch_size)
         if batch_size < 1:
@@ -377,6 +384,8 @@ class Model:
                 if shuffle:
                     idx = np.sort(idx)  # gather in memory order: same batch, faster copy
                 xb = x[idx].astype(np.float32, copy=False)
+                if augment is not None:
+                    xb = augment(xb)
                 sw = None if sample_weight is None else sample_weight[idx]
                 loss, mets = self._train_step(xb, y[idx], sw)
                 b = len(idx)

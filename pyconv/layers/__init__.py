@@ -5,6 +5,7 @@ from .conv import Conv2D
 from .core import ELU, Activation, Dense, Dropout, Flatten, LeakyReLU, ReLU, Reshape, Softmax
 from .normalization import BatchNormalization
 from .pooling import AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D
+from .preprocessing import RandomFlip, RandomRotation, RandomTranslation, RandomZoom
 
 # Keras's aliases
 Convolution2D = Conv2D
@@ -18,7 +19,7 @@ LAYER_CLASSES = {
     for cls in (
         InputLayer, Conv2D, Dense, Flatten, Reshape, Dropout, Activation, ReLU, LeakyReLU, ELU,
         Softmax, BatchNormalization, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
-        GlobalMaxPooling2D,
+        GlobalMaxPooling2D, RandomFlip, RandomRotation, RandomTranslation, RandomZoom,
     )
 }  # fmt: skip
 
@@ -42,6 +43,7 @@ __all__ = [
     "Activation", "AveragePooling2D", "AvgPool2D", "BatchNormalization", "Conv2D",
     "Convolution2D", "Dense", "Dropout", "ELU", "Flatten", "GlobalAveragePooling2D",
     "GlobalAvgPool2D", "GlobalMaxPool2D", "GlobalMaxPooling2D", "Input", "InputLayer", "Layer",
-    "LeakyReLU", "MaxPool2D", "MaxPooling2D", "ReLU", "Reshape", "Softmax", "SymbolicTensor",
+    "LeakyReLU", "MaxPool2D", "MaxPooling2D", "RandomFlip", "RandomRotation", "RandomTranslation",
+    "RandomZoom", "ReLU", "Reshape", "Softmax", "SymbolicTensor",
     "Variable", "deserialize", "serialize",
 ]  # fmt: skip
