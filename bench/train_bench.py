@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 import pyconv
-from pyconv import layers as L
+from pyconv import zoo
 
 try:
     import torch
@@ -25,42 +25,12 @@ except ImportError:
     torch = None
 
 
-def mnist_cnn():
-    return pyconv.Sequential(
-        [
-            L.Conv2D(32, 3, activation="relu", input_shape=(28, 28, 1)),
-            L.Conv2D(64, 3, activation="relu"),
-            L.MaxPooling2D(2),
-            L.Dropout(0.25),
-            L.Flatten(),
-            L.Dense(128, activation="relu"),
-            L.Dropout(0.5),
-            L.Dense(10, activation="softmax"),
-        ]
-    )
-
-
 def torch_mnist_cnn():
     return tnn.Sequential(
         tnn.Conv2d(1, 32, 3), tnn.ReLU(), tnn.Conv2d(32, 64, 3), tnn.ReLU(), tnn.MaxPool2d(2),
         tnn.Dropout(0.25), tnn.Flatten(), tnn.Linear(9216, 128), tnn.ReLU(), tnn.Dropout(0.5),
         tnn.Linear(128, 10),
     )  # fmt: skip
-
-
-def cifar_cnn():
-    model = pyconv.Sequential([pyconv.Input((32, 32, 3))])
-    for filters, rate in ((32, 0.2), (64, 0.3), (128, 0.4)):
-        model.add(L.Conv2D(filters, 3, padding="same", activation="relu"))
-        model.add(L.BatchNormalization())
-        model.add(L.Conv2D(filters, 3, padding="same", activation="relu"))
-        model.add(L.BatchNormalization())
-        model.add(L.MaxPooling2D(2))
-        model.add(L.Dropout(rate))
-    for layer in (L.Flatten(), L.Dense(512, activation="relu"), L.BatchNormalization(),
-                  L.Dropout(0.5), L.Dense(10, activation="softmax")):  # fmt: skip
-        model.add(layer)
-    return model
 
 
 def torch_cifar_cnn():
@@ -75,8 +45,8 @@ def torch_cifar_cnn():
     return tnn.Sequential(*mods)
 
 
-NETS = {"mnist_cnn": (mnist_cnn, torch_mnist_cnn, (28, 28, 1)),
-        "cifar10_cnn": (cifar_cnn, torch_cifar_cnn, (32, 32, 3))}  # fmt: skip
+NETS = {"mnist_cnn": (zoo.mnist_cnn, torch_mnist_cnn, (28, 28, 1)),
+        "cifar10_cnn": (zoo.cifar10_cnn, torch_cifar_cnn, (32, 32, 3))}  # fmt: skip
 
 
 def best_rate(step, batch, steps, repeats):

@@ -77,6 +77,7 @@ from . import (  # noqa: E402
     metrics,
     optimizers,
     regularizers,
+    zoo,
 )
 from .layers import *  # noqa: E402, F403  (Keras-style: pyconv.Conv2D as well as pyconv.layers.Conv2D)
 from .models import Model, Sequential, load_model  # noqa: E402
@@ -92,6 +93,7 @@ __all__ = [
     "augment",
     "available_isas",
     "callbacks",
+    "zoo",
     "datasets",
     "clear_session",
     "functional",

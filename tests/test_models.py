@@ -10,6 +10,7 @@ from gradcheck import check_coords
 
 import pyconv
 from pyconv import layers as L
+from pyconv import zoo
 
 
 def small_cnn(loss="sparse_categorical_crossentropy", head="softmax", units=3):
@@ -88,60 +89,7 @@ def test_fused_softmax_cross_entropy_equals_unfused_chain(rng):
 # --- the lectures' networks ----------------------------------------------------------------
 
 
-def mnist_mlp():  # lecture 004
-    return pyconv.Sequential(
-        [
-            L.Dense(512, activation="relu", input_shape=(784,)),
-            L.Dropout(0.2),
-            L.Dense(512, activation="relu"),
-            L.Dropout(0.2),
-            L.Dense(512, activation="relu"),
-            L.Dropout(0.2),
-            L.Dense(10, activation="softmax"),
-        ]
-    )
-
-
-def cifar_cnn():  # lecture 004, with batch norm
-    model = pyconv.Sequential([pyconv.Input((32, 32, 3))])
-    for filters, rate in ((32, 0.2), (64, 0.3), (128, 0.4)):
-        model.add(L.Conv2D(filters, 3, padding="same", activation="relu"))
-        model.add(L.BatchNormalization())
-        model.add(L.Conv2D(filters, 3, padding="same", activation="relu"))
-        model.add(L.BatchNormalization())
-        model.add(L.MaxPooling2D(2))
-        model.add(L.Dropout(rate))
-    for layer in (L.Flatten(), L.Dense(512, activation="relu"), L.BatchNormalization(),
-                  L.Dropout(0.5), L.Dense(10, activation="softmax")):  # fmt: skip
-        model.add(layer)
-    return model
-
-
-def smiley_cnn():
-    """Lecture 000's table: 50x50 -> 50x50 means padding="same" on the first two convs,
-    50->25->23->21 'valid' 3x3, then 2x2 kernels (9, 8), and 'valid' 2x2 pooling (21->10)."""
-    return pyconv.Sequential(
-        [
-            L.Conv2D(16, 3, padding="same", activation="relu", input_shape=(50, 50, 1)),
-            L.Conv2D(16, 3, padding="same", activation="relu"),
-            L.MaxPooling2D(2),
-            L.Dropout(0.25),
-            L.Conv2D(32, 3, activation="relu"),
-            L.Conv2D(32, 3, activation="relu"),
-            L.MaxPooling2D(2),
-            L.Dropout(0.25),
-            L.Conv2D(64, 2, activation="relu"),
-            L.Conv2D(64, 2, activation="relu"),
-            L.MaxPooling2D(2),
-            L.Dropout(0.25),
-            L.Flatten(),
-            L.Dense(128, activation="relu"),
-            L.Dropout(0.5),
-            L.Dense(265, activation="relu"),
-            L.Dropout(0.5),
-            L.Dense(1, activation="sigmoid"),
-        ]
-    )
+mnist_mlp, cifar_cnn, smiley_cnn = zoo.mnist_mlp, zoo.cifar10_cnn, zoo.smiley_cnn
 
 
 def summary_lines(model):
@@ -193,6 +141,8 @@ def test_lecture_cifar_cnn_params_and_summary():
 
 
 def test_lecture_smiley_cnn_layer_by_layer():
+    """Lecture 000's table: 50x50 -> 50x50 means padding="same" on the first two convs,
+    50->25->23->21 'valid' 3x3, then 2x2 kernels (9, 8), and 'valid' 2x2 pooling (21->10)."""
     model = smiley_cnn()
     expected = [
         ((50, 50, 16), 160), ((50, 50, 16), 2320), ((25, 25, 16), 0), ((25, 25, 16), 0),
@@ -367,3 +317,16 @@ def test_fit_before_compile_is_an_error(rng):
     model = pyconv.Sequential([L.Dense(2, input_shape=(3,))])
     with pytest.raises(RuntimeError, match="compile"):
         model.fit(np.zeros((2, 3)), np.zeros((2, 2)))
+
+
+def test_zoo_parameter_counts_match_their_documentation():
+    documented = {"mnist_mlp": 932_362, "mnist_cnn": 1_199_882, "cifar10_cnn": 1_345_066,
+                  "fashion_cnn": 872_426, "smiley_cnn": 206_723, "lenet5": 61_706}  # fmt: skip
+    assert set(documented) == set(zoo.BUILDERS)
+    for name, count in documented.items():
+        model = zoo.build(name)
+        assert model.count_params() == count, name
+        assert f"{count:,}" in zoo.__doc__ and f"{count:,}" in zoo.BUILDERS[name].__doc__
+    assert set(zoo.RECIPES) == set(zoo.BUILDERS)
+    with pytest.raises(ValueError, match="unknown network"):
+        zoo.build("resnet1000")
