@@ -14,6 +14,7 @@ of the rest.
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -91,6 +92,7 @@ class Model:
         self._metric_fns: list = []
         self._metric_specs: list = []
         self._rng = None
+        self.metadata: dict = {}  # JSON-serializable notes saved with the model (dataset, ...)
 
     # --- wiring (subclasses) ----------------------------------------------------------------
 
@@ -514,7 +516,12 @@ class Model:
             "model": {"class_name": type(self).__name__, "config": self.get_config()},
             "weights": entries,
             "compile": None,
+            "metadata": self.metadata,
         }
+        try:
+            json.dumps(self.metadata)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"model.metadata must be JSON-serializable: {e}") from None
         if self.compiled:
             specs = [m for m in self._metric_specs if isinstance(m, str)]
             manifest["compile"] = {
@@ -697,6 +704,7 @@ def load_model(filepath, custom_objects=None, compile=True) -> Model:
         except (TypeError, KeyError) as e:
             raise saving.ModelFileError(f"{ar.path!r}: invalid model configuration ({e})") from None
         saving.load_weight_arrays(ar, model.weights)
+        model.metadata = dict(m.get("metadata") or {})
         comp = m.get("compile")
         if compile and comp:
             model.compile(

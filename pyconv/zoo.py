@@ -15,6 +15,7 @@ augmentation that ``pyconv train`` uses (and RESULTS.md reports).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from . import layers as L
@@ -158,6 +159,13 @@ class Recipe:
 
     def augmenter(self, seed=None) -> ImageAugmenter:
         return ImageAugmenter(**self.augment, seed=seed)
+
+    def learning_rate_at(self, epoch: int, epochs: int, base: float | None = None) -> float:
+        """Cosine decay from the base rate to 2% of it over the run: a pure function of the
+        epoch, so a resumed run follows the same schedule as an uninterrupted one."""
+        base = self.learning_rate if base is None else base
+        frac = min(max(epoch / max(epochs, 1), 0.0), 1.0)
+        return base * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * frac)))
 
 
 _DIGITS_AUG = dict(rotation_range=10, width_shift_range=0.1, height_shift_range=0.1, zoom_range=0.1)
