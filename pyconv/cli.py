@@ -143,8 +143,9 @@ def _train(args) -> int:
         model = pyconv.load_model(args.checkpoint)
         saved = model.metadata
         if saved.get("model") != args.model or saved.get("dataset") != dataset:
-            print(f"{args.checkpoint} is a checkpoint of {saved.get('model')} on "
-                  f"{saved.get('dataset')}, not {args.model} on {dataset}", file=sys.stderr)  # fmt: skip
+            what = f"{saved.get('model')} on {saved.get('dataset')}"
+            print(f"{args.checkpoint} is a checkpoint of {what}, not {args.model} on {dataset}",
+                  file=sys.stderr)  # fmt: skip
             return 2
         initial_epoch = int(saved.get("epoch", 0))
         run["history"] = saved.get("history", {})
@@ -171,8 +172,8 @@ def _train(args) -> int:
     model.save(out)
     print(f"test accuracy: {acc:.4f} (loss {loss:.4f}) on {len(xte):,} {dataset} test images")
     if secs:
-        print(f"mean epoch time: {np.mean(secs):.1f} s ({len(xtr):,} training images, batch {batch}, "
-              f"{pyconv.get_num_threads()} threads)")  # fmt: skip
+        print(f"mean epoch time: {np.mean(secs):.1f} s ({len(xtr):,} training images, "
+              f"batch {batch}, {pyconv.get_num_threads()} threads)")  # fmt: skip
     print(f"saved model: {out}")
     try:
         from . import viz
