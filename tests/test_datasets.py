@@ -194,3 +194,22 @@ def test_parse_idx_errors(data, match):
 def test_unknown_dataset_name():
     with pytest.raises(ValueError, match="unknown data set"):
         datasets.load("imagenet")
+
+
+def test_cifar10_download_extracts_and_verifies_the_batches(tmp_path, monkeypatch):
+    """The download path end to end, from a local mirror holding the canonical tarball's
+    layout (stored uncompressed here to keep the test fast; tarfile detects either)."""
+    import tarfile
+
+    mirror = tmp_path / "mirror" / "cifar10"
+    mirror.mkdir(parents=True)
+    with tarfile.open(mirror / "cifar-10-binary.tar.gz", "w") as tf:
+        for f in datasets._CIFAR_BIN:
+            tf.add(cifar_dir() / f, arcname=f"cifar-10-batches-bin/{f}")
+    monkeypatch.setenv("PYCONV_DATA_MIRROR", (tmp_path / "mirror").as_uri())
+    (xtr, ytr), (xte, yte) = datasets.load_cifar10(tmp_path / "nothing-here")
+    assert xtr.shape == (50000, 32, 32, 3) and yte.shape == (10000,)
+    cached = tmp_path / "cache" / "pyconv" / "cifar10"
+    assert sorted(p.name for p in cached.iterdir()) == sorted(
+        datasets._CIFAR_BIN
+    )  # tarball removed
