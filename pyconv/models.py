@@ -25,6 +25,7 @@ from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from . import saving
 from .layers import InputLayer, Layer, SymbolicTensor, deserialize, serialize
+from .layers.base import no_param_grads
 from .utils import new_rng, shape_str, snake_case, unique_name
 
 
@@ -37,22 +38,22 @@ class TapeEntry:
         self.layer, self.ctx, self.output = layer, ctx, output
 
 
-def apply_layer(layer: Layer, x, training: bool, tape: list, penalties: list):
-    """Forward one layer, recording its tape entry and activity penalty (one place for both)."""
+def apply_layer(layer: Layer, x, training: bool, tape: list, penalties: list, keep=False):
+    """Forward one layer, recording its tape entry and activity penalty (one place for both).
+
+    The output is kept on the tape when the activity regularizer needs it or ``keep``."""
     y, ctx = layer.forward(x, training)
     reg = layer.activity_regularizer
     if reg is not None:
         penalties.append(reg.penalty(y) / len(y))
-        tape.append(TapeEntry(layer, ctx, y))
-    else:
-        tape.append(TapeEntry(layer, ctx))
+    tape.append(TapeEntry(layer, ctx, y if (reg is not None or keep) else None))
     return y
 
 
 def backprop_layer(entry: TapeEntry, dy, need_input_grad: bool, skip_activation=False):
     """Backward one tape entry (adding the activity penalty's gradient to dy first)."""
     layer = entry.layer
-    if entry.output is not None:
+    if entry.output is not None and layer.activity_regularizer is not None:
         dy = dy + layer.activity_regularizer.gradient(entry.output) / np.float32(len(dy))
     if skip_activation:
         return layer.backward(entry.ctx, dy, need_input_grad, skip_activation=True)
@@ -104,11 +105,13 @@ class Model:
     def built(self) -> bool:
         raise NotImplementedError
 
-    def _forward(self, x, training: bool):
-        """(y, tape, activity_penalty)"""
+    def _forward(self, x, training: bool, keep=frozenset()):
+        """(y, tape, activity_penalty); the outputs of layers in ``keep`` stay on the tape."""
         raise NotImplementedError
 
-    def _backward(self, tape, dy, skip_activation: bool) -> None:
+    def _backward(self, tape, dy, skip_activation: bool, stop_at=None):
+        """Backpropagate dy (dL/d output) through the tape, adding weight gradients. With
+        ``stop_at`` (a layer), stop above it and return dL/d(that layer's output)."""
         raise NotImplementedError
 
     def _ensure_built(self, x: np.ndarray) -> None:
@@ -473,6 +476,55 @@ class Model:
         self._ensure_built(x)
         return self._forward(x.astype(np.float32, copy=False), training)[0]
 
+    # --- looking inside -------------------------------------------------------------------
+
+    def _resolve_layer(self, layer) -> Layer:
+        if isinstance(layer, Layer):
+            if not any(layer is l for l in self.layers):
+                raise ValueError(f"layer {layer.name!r} is not in model {self.name!r}")
+            return layer
+        if isinstance(layer, str):
+            return self.get_layer(layer)
+        raise TypeError(f"layer must be a Layer or a layer name, got {type(layer).__name__}")
+
+    def layer_outputs(self, x, layers=None, training=False) -> dict:
+        """{layer name: that layer's output} for one forward pass of x (all layers if None)."""
+        x = _as_batch_array(x, "x")
+        self._ensure_built(x)
+        wanted = self.layers if layers is None else [self._resolve_layer(l) for l in layers]
+        keep = frozenset(id(l) for l in wanted)
+        _, tape, _ = self._forward(x.astype(np.float32, copy=False), training, keep)
+        return {e.layer.name: e.output for e in tape if id(e.layer) in keep}
+
+    def backward_to(self, x, layer, output_gradient, logits=True):
+        """Gradients of a scalar of the output w.r.t. an intermediate layer's output.
+
+        Runs x forward (inference mode) and backward from the output down to ``layer``
+        (a Layer or its name), without touching any weight gradient or other state.
+        output_gradient: an array shaped like the output (dS/d output for each sample), or a
+        callable(output) -> such an array; e.g. a one-hot of class c gives the gradient of
+        the class-c score. logits=True applies it to the last layer's pre-activation when
+        that is a softmax/sigmoid (the class *score*, as Grad-CAM uses), else to the output.
+        Returns (layer output A, dS/dA, model output).
+        """
+        x = _as_batch_array(x, "x")
+        self._ensure_built(x)
+        target = self._resolve_layer(layer)
+        last = self.layers[-1]
+        act = getattr(last, "activation", None)
+        fuse = bool(logits) and act is not None and act.name in ("softmax", "sigmoid")
+        with no_param_grads():
+            y, tape, _ = self._forward(x.astype(np.float32, copy=False), False, {id(target)})
+            seed = output_gradient(y) if callable(output_gradient) else output_gradient
+            seed = np.asarray(seed, np.float32)
+            if seed.shape != y.shape:
+                raise ValueError(
+                    f"output_gradient must have the output's shape {y.shape}, got {seed.shape}"
+                )
+            grad = self._backward(tape, seed.copy(), fuse, stop_at=target)
+        out = next(e.output for e in tape if e.layer is target)
+        return out, grad, y
+
     # --- summary ----------------------------------------------------------------------------
 
     def summary(self, line_length=None, print_fn=None):
@@ -643,11 +695,11 @@ class Sequential(Model):
         elif not self.built:
             self._build(self._input_shape)
 
-    def _forward(self, x, training):
+    def _forward(self, x, training, keep=frozenset()):
         tape: list[TapeEntry] = []
         penalties: list[float] = []
         for layer in self._layers:
-            x = apply_layer(layer, x, training, tape, penalties)
+            x = apply_layer(layer, x, training, tape, penalties, id(layer) in keep)
         return x, tape, float(sum(penalties))
 
     def _first_layer_needing_backward(self) -> int:
@@ -657,11 +709,17 @@ class Sequential(Model):
                 return i
         return len(self._layers)
 
-    def _backward(self, tape, dy, skip_activation):
+    def _backward(self, tape, dy, skip_activation, stop_at=None):
+        last = len(tape) - 1
+        if stop_at is not None:  # dL/d(output of stop_at): every layer above it, inputs too
+            k = next(i for i, e in enumerate(tape) if e.layer is stop_at)
+            for i in range(last, k, -1):
+                dy = backprop_layer(tape[i], dy, True, skip_activation and i == last)
+            return dy
         first = self._first_layer_needing_backward()
-        for i in range(len(tape) - 1, first - 1, -1):
-            dy = backprop_layer(tape[i], dy, need_input_grad=i > first,
-                                skip_activation=skip_activation and i == len(tape) - 1)  # fmt: skip
+        for i in range(last, first - 1, -1):
+            dy = backprop_layer(tape[i], dy, i > first, skip_activation and i == last)
+        return None
 
     def get_config(self) -> dict:
         layers = [serialize(l) for l in self._layers]

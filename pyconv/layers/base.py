@@ -12,10 +12,27 @@ Shapes given to ``build``/``compute_output_shape`` leave out the batch dimension
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import numpy as np
 
 from .. import initializers, regularizers
 from ..utils import snake_case, unique_name
+
+_grad_mode = threading.local()
+
+
+@contextlib.contextmanager
+def no_param_grads():
+    """Within this block (in this thread) backward passes compute input gradients only: no
+    layer adds into any Variable.grad (used to look inside a model, e.g. Grad-CAM)."""
+    previous = getattr(_grad_mode, "params", True)
+    _grad_mode.params = False
+    try:
+        yield
+    finally:
+        _grad_mode.params = previous
 
 
 class Variable:
@@ -110,6 +127,11 @@ class Layer:
     @trainable.setter
     def trainable(self, value: bool) -> None:
         self._trainable = bool(value)
+
+    @property
+    def _param_grads_enabled(self) -> bool:
+        """Whether backward should produce weight gradients (trainable, not in no_param_grads)."""
+        return self._trainable and getattr(_grad_mode, "params", True)
 
     @property
     def weights(self) -> list[Variable]:

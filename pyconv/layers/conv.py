@@ -129,7 +129,7 @@ class Conv2D(KernelLayer):
 
     def backward(self, ctx, dy, need_input_grad=True, skip_activation=False):
         dz = activation_grad(self.activation, ctx, dy, skip_activation)
-        train = self.trainable
+        train = self._param_grads_enabled
         gx, gw, gb = functional.conv2d_backward(
             dz, ctx.x, self.kernel.value, **self._geometry(),
             grad_input=need_input_grad, grad_weight=train, grad_bias=train and self.use_bias,

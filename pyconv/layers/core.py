@@ -14,9 +14,9 @@ class ActivationContext:
     """ctx of a layer that ends in an activation.
 
     x: its input; y: its output (activation backwards need only y); logits: the
-    pre-activation, kept only in training for softmax/sigmoid heads so a cross-entropy loss
-    can be computed from logits (exact, no clipping) and its gradient fused with the
-    activation's (p - y).
+    pre-activation, kept for softmax/sigmoid outputs (small: a classifier head) so that a
+    cross-entropy loss can be computed from logits (exact, no clipping) with its gradient
+    fused with the activation's (p - y), and so that Grad-CAM can start from class scores.
     """
 
     __slots__ = ("x", "y", "logits")
@@ -27,7 +27,7 @@ class ActivationContext:
 
 def activate(activation, z: np.ndarray, x: np.ndarray, training: bool) -> ActivationContext:
     """Apply ``activation`` to the pre-activation buffer z (in place) and build the ctx."""
-    logits = z.copy() if training and activation.name in ("softmax", "sigmoid") else None
+    logits = z.copy() if activation.name in ("softmax", "sigmoid") else None
     return ActivationContext(x, activation.forward(z), logits)
 
 
@@ -134,7 +134,7 @@ class Dense(KernelLayer):
 
     def backward(self, ctx, dy, need_input_grad=True, skip_activation=False):
         dz = activation_grad(self.activation, ctx, dy, skip_activation)
-        train = self.trainable
+        train = self._param_grads_enabled
         gx, gw, gb = functional.conv2d_backward(
             self._as_images(dz), self._as_images(ctx.x), self._kernel4(), **self._GEO,
             grad_input=need_input_grad, grad_weight=train, grad_bias=train and self.use_bias,

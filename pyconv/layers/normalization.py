@@ -122,7 +122,7 @@ class BatchNormalization(Layer):
         gx, dgamma, dbeta = functional.batch_norm_backward(
             g, rows, mean, var, gamma, self.epsilon, batch_stats, grad_input=need_input_grad
         )
-        if self.trainable:
+        if self._param_grads_enabled:
             if self.gamma is not None:
                 self.gamma.add_grad(dgamma)
             if self.beta is not None:
