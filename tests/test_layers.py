@@ -273,6 +273,9 @@ def test_flatten_and_reshape(rng):
     x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
     check_layer(L.Flatten(), x, rng)
     assert L.Flatten()(x).shape == (2, 60)
+    first = L.Flatten(data_format="channels_first")  # Keras: flattens (N, H, W, C) order
+    check_layer(first, x, rng)
+    np.testing.assert_array_equal(first(x), x.transpose(0, 2, 3, 1).reshape(2, -1))
     r = L.Reshape((4, -1))
     check_layer(r, x, rng)
     assert r(x).shape == (2, 4, 15)

@@ -150,7 +150,10 @@ class Dense(KernelLayer):
 
 
 class Flatten(Layer):
-    """(N, d1, d2, ...) -> (N, d1*d2*...), in memory order (channels last by default)."""
+    """(N, d1, d2, ...) -> (N, d1*d2*...) in channels-last order.
+
+    With data_format="channels_first" the input (N, C, ...) is read as (N, ..., C) first, as
+    Keras does, so a Dense layer after it keeps the same weights in either format."""
 
     def __init__(self, data_format=None, **kwargs):
         super().__init__(**kwargs)
@@ -163,11 +166,19 @@ class Flatten(Layer):
     def compute_output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
 
+    def _channels_first(self, x) -> bool:
+        return self.data_format == "channels_first" and x.ndim > 2
+
     def _forward(self, x, training):
-        return x.reshape(x.shape[0], -1), x.shape
+        if self._channels_first(x):
+            x = np.moveaxis(x, 1, -1)
+        return np.ascontiguousarray(x).reshape(x.shape[0], -1), x.shape
 
     def _backward(self, ctx, dy, need_input_grad):
-        return dy.reshape(ctx) if need_input_grad else None
+        if not need_input_grad:
+            return None
+        dx = dy.reshape(ctx)  # ctx: the (possibly channels-last) shape that was flattened
+        return np.ascontiguousarray(np.moveaxis(dx, -1, 1)) if self._channels_first(dx) else dx
 
     def get_config(self):
         cfg = super().get_config()
