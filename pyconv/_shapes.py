@@ -56,6 +56,12 @@ def same_pads(size: int, k: int, s: int, d: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def window_centres(pad_lo: int, k: int, s: int, d: int) -> tuple[float, float]:
+    """(scale, offset): output cell i's window is centred on input position offset + i*scale
+    (pixel centres at integers) -- how a feature map lines up with the image under it."""
+    return float(s), (d * (k - 1)) / 2 - pad_lo
+
+
 def resolve_padding(padding, hw, kernel, stride, dilation) -> Pads:
     """int | (ph, pw) | ((top, bottom), (left, right)) | "valid" | "same" -> 4 pads."""
     if isinstance(padding, str):

@@ -7,7 +7,9 @@ average them over space into one weight per channel,
 
     alpha_k = 1/(h w) sum_ij dy^c/dA_ij^k,          heatmap = ReLU(sum_k alpha_k A^k),
 
-then upsample the (h, w) map to the input size and scale it to [0, 1] (divide by its max).
+then upsample the (h, w) map to the input size -- each input pixel reads the map where it
+sits under the layer's windows, so maps of 'valid' convolutions line up with the image --
+and scale it to [0, 1] (divide by its max).
 
 Grad-CAM++ (Chattopadhyay et al., arXiv:1710.11063) weights each position's positive
 gradient instead of averaging all of them, which separates several instances of a class:
@@ -83,23 +85,60 @@ def cam_weights(activations: np.ndarray, gradients: np.ndarray, method: str) -> 
     return (ratio * np.maximum(g, 0)).sum(axis=(1, 2))
 
 
-def bilinear_resize(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize maps (N, h, w) to (N, H, W) bilinearly with half-pixel centres (as PIL and
-    OpenCV do; edges clamp), as two small interpolation matrices: out = Rh @ m @ Rw^T."""
+def _interpolation_matrix(pos: np.ndarray, n_in: int) -> np.ndarray:
+    """(len(pos), n_in) bilinear weights reading a length-n_in signal at positions ``pos``
+    (pixel centres at integers; outside [0, n_in - 1] the edge value is used)."""
+    pos = np.clip(pos, 0, n_in - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = pos - lo
+    r = np.zeros((len(pos), n_in))
+    np.add.at(r, (np.arange(len(pos)), lo), 1 - frac)
+    np.add.at(r, (np.arange(len(pos)), hi), frac)
+    return r
 
-    def matrix(n_out: int, n_in: int) -> np.ndarray:
-        pos = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
-        lo = np.floor(pos).astype(np.int64)
-        hi = np.minimum(lo + 1, n_in - 1)
-        frac = pos - lo
-        r = np.zeros((n_out, n_in))
-        np.add.at(r, (np.arange(n_out), lo), 1 - frac)
-        np.add.at(r, (np.arange(n_out), hi), frac)
-        return r
 
-    h, w = maps.shape[1:]
-    rh, rw = matrix(size[0], h), matrix(size[1], w)
+def _resample(maps: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """maps (N, h, w) read bilinearly at the given row and column positions: (N, H, W)."""
+    rh = _interpolation_matrix(rows, maps.shape[1])
+    rw = _interpolation_matrix(cols, maps.shape[2])
     return np.einsum("Hh,nhw,Ww->nHW", rh, maps.astype(np.float64), rw).astype(np.float32)
+
+
+def bilinear_resize(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize maps (N, h, w) to (N, H, W) bilinearly with half-pixel centres (as PIL, OpenCV
+    and torch's align_corners=False do; edges clamp)."""
+    h, w = maps.shape[1:]
+    rows = (np.arange(size[0]) + 0.5) * (h / size[0]) - 0.5
+    cols = (np.arange(size[1]) + 0.5) * (w / size[1]) - 0.5
+    return _resample(maps, rows, cols)
+
+
+def feature_map_geometry(model, layer):
+    """((scale, offset) for rows, for columns): pixel (i, j) of ``layer``'s output is the
+    centre of a window over input pixel (offset_r + i*scale_r, offset_c + j*scale_c),
+    composed from each layer's :meth:`Layer.spatial_map`. None where a layer on the way
+    cannot say (the heatmap is then stretched over the image)."""
+    geometry = [(1.0, 0.0), (1.0, 0.0)]
+    for current in model.layers:
+        step = current.spatial_map()
+        if step is None:
+            return None
+        # input position = offset + scale * (position in current's input)
+        geometry = [(sc * s, off + sc * o) for (sc, off), (s, o) in zip(geometry, step)]
+        if current is layer:
+            return tuple(geometry)
+    return None
+
+
+def upsample_to_input(maps: np.ndarray, geometry, size: tuple[int, int]) -> np.ndarray:
+    """Layer-resolution maps (N, h, w) on the input's (H, W) pixel grid: each input pixel reads
+    the map where it sits under the layer's windows (feature_map_geometry), so a map from
+    'valid' convolutions lines up with the image instead of being stretched over it."""
+    if geometry is None:
+        return bilinear_resize(maps, size)
+    (sr, orow), (sc, ocol) = geometry
+    return _resample(maps, (np.arange(size[0]) - orow) / sr, (np.arange(size[1]) - ocol) / sc)
 
 
 def _normalize(cams: np.ndarray) -> np.ndarray:
@@ -162,7 +201,7 @@ def grad_cam(
         weights = cam_weights(a, da, method)  # (n, K)
         cams = np.maximum(np.einsum("nhwk,nk->nhw", a.astype(np.float64), weights), 0)
         if upsample:
-            cams = bilinear_resize(cams, size)
+            cams = upsample_to_input(cams, feature_map_geometry(model, target), size)
         heatmaps.append(_normalize(cams.astype(np.float32)))
         predictions.append(y)
     return np.concatenate(heatmaps), np.concatenate(predictions)

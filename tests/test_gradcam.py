@@ -112,6 +112,60 @@ def test_upsampling_is_bilinear_with_half_pixel_centres():
         np.testing.assert_allclose(ours, ref[:, 0].numpy(), atol=1e-6)
 
 
+def test_feature_map_geometry_finds_the_pixel_under_each_cell():
+    """Convolutions whose kernels pick their window's centre (a delta) copy the input pixel
+    that feature_map_geometry says each output cell sits over."""
+
+    def delta_conv(k, **kw):
+        layer = L.Conv2D(1, k, use_bias=False, kernel_initializer="zeros", **kw)
+        return layer, k
+
+    stack = [
+        delta_conv(3, input_shape=(23, 21, 1)),  # valid: +1
+        delta_conv(5, dilation_rate=2),  # valid, dilated: +4
+        delta_conv(3, strides=2, padding="same"),  # pads 0 or 1 before: depends on size
+        delta_conv(3, strides=(1, 2), padding="same"),
+    ]
+    m = pyconv.Sequential([layer for layer, _ in stack])
+    x = np.random.default_rng(11).random((1, 23, 21, 1)).astype(np.float32)
+    m.predict(x, verbose=0)
+    for layer, k in stack:
+        w = np.zeros((k, k, 1, 1), np.float32)
+        w[k // 2, k // 2] = 1
+        layer.set_weights([w])
+    y = m.predict(x, verbose=0)[0, :, :, 0]
+    (sr, orow), (sc, ocol) = gradcam.feature_map_geometry(m, m.layers[-1])
+    for i in range(y.shape[0]):
+        for j in range(y.shape[1]):
+            r, c = orow + i * sr, ocol + j * sc
+            inside = 0 <= r < 23 and 0 <= c < 21 and r == int(r) and c == int(c)
+            assert y[i, j] == (x[0, int(r), int(c), 0] if inside else 0), (i, j, r, c)
+    assert (sr, sc) == (2, 4)
+
+
+def test_maps_of_valid_convolutions_line_up_with_the_image():
+    m = pyconv.Sequential(
+        [L.Conv2D(2, 3, input_shape=(12, 12, 1)), L.Conv2D(2, 3), L.MaxPooling2D(2)]
+    )
+    m.predict(np.zeros((1, 12, 12, 1), np.float32), verbose=0)
+    assert gradcam.feature_map_geometry(m, m.layers[1]) == ((1, 2), (1, 2))
+    assert gradcam.feature_map_geometry(m, m.layers[2]) == ((2, 2.5), (2, 2.5))
+    impulse = np.zeros((1, 8, 8))
+    impulse[0, 3, 5] = 1
+    up = gradcam.upsample_to_input(impulse, gradcam.feature_map_geometry(m, m.layers[1]), (12, 12))
+    assert np.unravel_index(up[0].argmax(), up[0].shape) == (5, 7) and up[0, 5, 7] == 1
+    # 'same' padding and 2x2 pools: the map covers the image exactly, as a plain resize does
+    cifar = pyconv.zoo.cifar10_cnn()
+    cifar.predict(np.zeros((1, 32, 32, 3), np.float32), verbose=0)
+    geometry = gradcam.feature_map_geometry(cifar, gradcam.last_conv_layer(cifar))
+    maps = np.random.default_rng(12).random((2, 8, 8))
+    np.testing.assert_allclose(
+        gradcam.upsample_to_input(maps, geometry, (32, 32)),
+        gradcam.bilinear_resize(maps, (32, 32)),
+        atol=1e-6,
+    )
+
+
 def test_default_layer_is_the_last_conv_and_batches_agree():
     m = small_model()
     x = np.random.default_rng(4).normal(size=(5, 8, 8, 2)).astype(np.float32)

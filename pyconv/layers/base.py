@@ -110,6 +110,14 @@ class Layer:
         )
         self.activity_regularizer = None
 
+    def spatial_map(self):
+        """((scale_h, offset_h), (scale_w, offset_w)): output pixel (i, j) lies over input
+        position (offset_h + i*scale_h, offset_w + j*scale_w); None when the layer moves
+        pixels in a way this cannot say. Shape-preserving layers map pixels to themselves."""
+        if self.built and self.input_shape == self.output_shape:
+            return ((1.0, 0.0), (1.0, 0.0))
+        return None
+
     # --- weights ---------------------------------------------------------------------------
 
     def add_weight(self, name, shape, initializer, regularizer=None, trainable=True) -> Variable:

@@ -8,7 +8,7 @@ transposes happen in the hot path; the kernel is stored as Keras stores it,
 from __future__ import annotations
 
 from .. import functional
-from .._shapes import as_int, conv_output_size, pair, resolve_padding
+from .._shapes import as_int, conv_output_size, pair, resolve_padding, window_centres
 from .core import KernelLayer, activate, activation_grad
 
 
@@ -106,6 +106,16 @@ class Conv2D(KernelLayer):
                 f"padding={self.padding!r}"
             )
         return image_shape(oh, ow, self.filters, self._fmt)
+
+    def spatial_map(self):
+        h, w, _ = spatial_dims(self.input_shape, self._fmt, self.name)
+        t, _, l, _ = resolve_padding(
+            self.padding, (h, w), self.kernel_size, self.strides, self.dilation_rate
+        )
+        return tuple(
+            window_centres(pad, k, s, d)
+            for pad, k, s, d in zip((t, l), self.kernel_size, self.strides, self.dilation_rate)
+        )
 
     def build(self, input_shape):
         c = spatial_dims(input_shape, self._fmt, self.name)[2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional
-from .._shapes import pair, pool_output_size, resolve_padding
+from .._shapes import pair, pool_output_size, resolve_padding, window_centres
 from .base import Layer
 from .conv import data_format_arg, image_shape, padding_arg, spatial_dims
 
@@ -30,6 +30,13 @@ class _Pooling2D(Layer):
                 f"than the input {(None, *input_shape)}"
             )
         return image_shape(oh, ow, c, self._fmt)
+
+    def spatial_map(self):
+        h, w, _ = spatial_dims(self.input_shape, self._fmt, self.name)
+        t, _, l, _ = resolve_padding(self.padding, (h, w), self.pool_size, self.strides, (1, 1))
+        return tuple(
+            window_centres(pad, k, s, 1) for pad, k, s in zip((t, l), self.pool_size, self.strides)
+        )
 
     def _args(self) -> dict:
         return dict(

@@ -1,0 +1,84 @@
+"""Grad-CAM and Grad-CAM++ of a trained model on test images: where it looked, per class.
+
+    pyconv train --model mnist_cnn --dataset mnist --augment --out runs/mnist_cnn.pyconv
+    python examples/gradcam_example.py --model runs/mnist_cnn.pyconv   # -> examples/gradcam.png
+
+The test images come from the model's data set (``--data-dir``, ``$PYCONV_DATA``, the cache,
+or ``../shared/data`` beside the checkout; the MNIST sample shipped with pyconv otherwise).
+Row 1: the images with the predicted class and its probability; rows 2-3: Grad-CAM and
+Grad-CAM++ of the last conv layer for that class, overlaid with the jet colormap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+
+import pyconv
+from pyconv import datasets, gradcam, viz
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_images(dataset: str, data_dir):
+    """(uint8 test images (N, H, W, C), labels) of the model's data set."""
+    if dataset in ("mnist_sample", None):
+        return datasets.load_mnist_sample()[1]
+    dirs = [data_dir, os.environ.get("PYCONV_DATA"), None, HERE.parent.parent / "shared/data"]
+    for d in dirs:
+        try:
+            return datasets.load(dataset, data_dir=d, download=False)[1]
+        except datasets.DatasetError:
+            continue
+    raise SystemExit(f"no {dataset} test files found; pass --data-dir")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=str(HERE.parent / "runs" / "mnist_cnn.pyconv"))
+    parser.add_argument("--data-dir")
+    parser.add_argument("--count", type=int, default=8, help="how many test images")
+    parser.add_argument("--start", type=int, default=0, help="index of the first test image")
+    parser.add_argument("--layer", help="default: the last Conv2D layer")
+    parser.add_argument("--out", default=str(HERE / "gradcam.png"))
+    args = parser.parse_args()
+
+    model = pyconv.load_model(args.model)
+    dataset = model.metadata.get("dataset")
+    names = model.metadata.get("class_names")
+    images, labels = test_images(dataset, args.data_dir)
+    images, labels = images[args.start : args.start + args.count], labels[args.start :]
+    x = images.astype(np.float32) / 255  # the preprocessing pyconv train uses
+
+    plt = viz._pyplot()
+    fig, axes = plt.subplots(3, len(x), figsize=(1.7 * len(x), 5.6), squeeze=False)
+    layer = args.layer or gradcam.last_conv_layer(model).name
+    for row, method in enumerate(("image", *gradcam.METHODS)):
+        if method != "image":
+            heat, probs = gradcam.grad_cam(model, x, layer=layer, method=method)
+        for i, ax in enumerate(axes[row]):
+            big = np.kron(images[i], np.ones((8, 8, 1), np.uint8))  # nearest, 8x
+            if method == "image":
+                ax.imshow(big.squeeze(), cmap="gray" if big.shape[2] == 1 else None)
+                k = int(model.predict(x[i : i + 1], verbose=0)[0].argmax())
+                name = lambda c: names[c] if names else str(c)  # noqa: E731
+                mark = "" if k == labels[i] else f" (true {name(labels[i])})"
+                ax.set_title(f"{name(k)}{mark}", fontsize=9)
+            else:
+                ax.imshow(gradcam.overlay(big, heat[i], alpha=0.45))
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[row][0].set_ylabel(
+            {"image": "test image", "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}[method]
+        )
+    fig.suptitle(f"{model.name} ({dataset}): layer {layer}, predicted class", fontsize=10)
+    fig.tight_layout()
+    viz.save_png(fig, args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
