@@ -788,9 +788,67 @@ void zero_channels(View4 v, int64_t n, int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) v.at(n, c, h, w) = 0.f;
 }
 
+// Max-pool backward over windows that do not overlap (stride >= kernel: every input pixel
+// is in at most one window), channels-contiguous views. For VW channels at a time: the
+// window's first maximum (forward's rule, NaN wins) as a position index k, then each
+// window pixel gets gy where k matches and 0 elsewhere -- plain stores, no scatter.
+// Pixels outside every window (padding / leftover rows) are zeroed first when there are any.
+void max_pool_backward_tiled(const PoolParams& p, ConstView4 gy, ConstView4 x, View4 gx,
+                             int nthreads) {
+  const bool covered = p.pad_t == 0 && p.pad_l == 0 && p.OH * p.KH == p.H && p.OW * p.KW == p.W &&
+                       p.stride_h == p.KH && p.stride_w == p.KW;
+  auto window_row = [&](int64_t n, int64_t oh) {
+    for (int64_t ow = 0; ow < p.OW; ++ow) {
+      const Window win = window(p, oh, ow);
+      const int64_t ww = win.w1 - win.w0, npos = (win.h1 - win.h0) * ww;
+      if (npos <= 0) continue;
+      const float* g = gy.ptr(n, 0, oh, ow);
+      int64_t c = 0;
+      for (; c + VW <= p.C; c += VW) {
+        vf best = vload(x.ptr(n, c, win.h0, win.w0)), arg = vzero();
+        for (int64_t k = 1; k < npos; ++k) {
+          const vf v = vload(x.ptr(n, c, win.h0 + k / ww, win.w0 + k % ww));
+          const vf kv = vset1(static_cast<float>(k));
+          arg = vselect_gt_nan(v, best, kv, arg);
+          best = vselect_gt_nan(v, best, v, best);
+        }
+        const vf gv = vload(g + c * gy.sc);
+        for (int64_t k = 0; k < npos; ++k)
+          vstore(&gx.at(n, c, win.h0 + k / ww, win.w0 + k % ww),
+                 vselect_eq(arg, vset1(static_cast<float>(k)), gv));
+      }
+      for (; c < p.C; ++c) {
+        float best = x.at(n, c, win.h0, win.w0);
+        int64_t arg = 0;
+        for (int64_t k = 1; k < npos; ++k) {
+          const float v = x.at(n, c, win.h0 + k / ww, win.w0 + k % ww);
+          if (v > best || std::isnan(v)) best = v, arg = k;
+        }
+        for (int64_t k = 0; k < npos; ++k)
+          gx.at(n, c, win.h0 + k / ww, win.w0 + k % ww) = k == arg ? g[c * gy.sc] : 0.f;
+      }
+    }
+  };
+  if (covered) {
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t row = 0; row < p.N * p.OH; ++row) window_row(row / p.OH, row % p.OH);
+  } else {
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t n = 0; n < p.N; ++n) {
+      zero_channels(gx, n, 0, p.C);
+      for (int64_t oh = 0; oh < p.OH; ++oh) window_row(n, oh);
+    }
+  }
+}
+
 // Max-pool backward: each window's gradient goes to its first maximum (argmax recomputed
 // from x, with the forward's rule). Channels are the inner loop, so NHWC views stream.
 void max_pool2d_backward(const PoolParams& p, ConstView4 gy, ConstView4 x, View4 gx, int nthreads) {
+  if (p.stride_h >= p.KH && p.stride_w >= p.KW && channels_contiguous(x) &&
+      channels_contiguous(gx) && channels_contiguous(gy)) {
+    max_pool_backward_tiled(p, gy, x, gx, nthreads);
+    return;
+  }
   for_channel_blocks(p, nthreads, [&](int64_t n, int64_t c0, int64_t c1) {
     zero_channels(gx, n, c0, c1);
     float best[POOL_CB];

@@ -78,12 +78,33 @@ def test_avg_pool(case, cip, fmt, isa, rng):
     assert_close(back(gx), gx_ref)
 
 
-def test_max_pool_ties_go_to_first_element(isa):
-    x = np.ones((1, 1, 4, 4), np.float32)
-    gx = F.max_pool2d_backward(np.ones((1, 1, 2, 2), np.float32), x, 2)
+@pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
+def test_max_pool_ties_go_to_first_element(fmt, isa):
+    x = np.ones((1, 37, 4, 4), np.float32)
+    x[0, 3, 1, 1] = 2  # one channel with a strict maximum
+    gy = np.ones((1, 37, 2, 2), np.float32)
+    conv = _nhwc if fmt == "NHWC" else (lambda a: a)
+    gx = F.max_pool2d_backward(conv(gy), conv(x), 2, data_format=fmt)
+    gx = gx.transpose(0, 3, 1, 2) if fmt == "NHWC" else gx
     expected = np.zeros((4, 4), np.float32)
     expected[0::2, 0::2] = 1
-    np.testing.assert_array_equal(gx[0, 0], expected)
+    for c in (0, 36):
+        np.testing.assert_array_equal(gx[0, c], expected)
+    assert gx[0, 3, 1, 1] == 1 and gx[0, 3, 0, 0] == 0
+
+
+@pytest.mark.parametrize("hw,k,s,p", [((8, 6), 2, 2, 0), ((9, 7), 2, 2, 0), ((8, 8), 2, 3, 0),
+                                      ((7, 7), 2, 2, 1), ((6, 9), (2, 3), (2, 3), 0)])  # fmt: skip
+def test_max_pool_backward_non_overlapping_windows(hw, k, s, p, isa, rng):
+    """The tiled channels-last backward: windows that tile the input exactly, leave rows or
+    columns over, have gaps (stride > kernel) or padding; 37 channels = vector body + tail."""
+    x = rng.permutation(2 * 37 * hw[0] * hw[1]).reshape(2, 37, *hw).astype(np.float32)
+    kk, ss, pads = _pads(x.shape, k, s, p)
+    y_ref = ref64.max_pool2d(x, kk, ss, pads, False)
+    gy = rng.standard_normal(y_ref.shape).astype(np.float32)
+    gx_ref = ref64.max_pool2d_backward(gy, x, kk, ss, pads, False)
+    gx = F.max_pool2d_backward(_nhwc(gy), _nhwc(x), k, s, p, data_format="NHWC")
+    assert_close(gx.transpose(0, 3, 1, 2), gx_ref)
 
 
 @pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
@@ -99,6 +120,15 @@ def test_max_pool_nan_and_inf(fmt, nan_at, isa):
     y = y.transpose(0, 3, 1, 2) if fmt == "NHWC" else y
     assert np.isnan(y[0, 5, 0, 0]) and np.isnan(y[0, 36, 0, 0])
     assert y[0, 7, 0, 0] == -np.inf and y[0, 0, 0, 0] == 4
+    gy = np.ones((1, 37, 1, 1), np.float32)  # the gradient goes to the NaN (first -inf)
+    gx = F.max_pool2d_backward(
+        _nhwc(gy) if fmt == "NHWC" else gy, _nhwc(x) if fmt == "NHWC" else x, 2, data_format=fmt
+    )
+    gx = gx.transpose(0, 3, 1, 2) if fmt == "NHWC" else gx
+    for c in (5, 36):
+        assert gx[0, c][nan_at] == 1 and gx[0, c].sum() == 1
+    assert gx[0, 7, 0, 0] == 1 and gx[0, 7].sum() == 1
+    assert gx[0, 0, 1, 1] == 1 and gx[0, 0].sum() == 1
 
 
 @pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
