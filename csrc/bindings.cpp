@@ -316,6 +316,51 @@ void affine_warp(const py::array& x, const py::array& mats, py::array& y, int fi
                                        nt);
 }
 
+void dropout(const py::array& x, double rate, uint64_t key, py::array& y) {
+  if (!x.dtype().is(py::dtype::of<float>()) || !(x.flags() & py::array::c_style))
+    fail("x must be a C-contiguous float32 array");
+  if (!y.dtype().is(py::dtype::of<float>()) || !(y.flags() & py::array::c_style) ||
+      !y.writeable() || y.size() != x.size())
+    fail("y must be a writeable C-contiguous float32 array of x's size");
+  if (!(rate >= 0.0 && rate < 1.0)) fail("rate must be in [0, 1)");
+  if (x.size() >= (int64_t{1} << 32)) fail("dropout handles fewer than 2**32 elements per call");
+  // keep when hash >= threshold: P(keep) = 1 - threshold / 2^32 = 1 - rate (to 2^-32)
+  const auto threshold = static_cast<uint32_t>(std::min(rate * 4294967296.0, 4294967295.0));
+  const auto scale = static_cast<float>(1.0 / (1.0 - rate));
+  auto* xp = static_cast<const float*>(x.data());
+  auto* yp = static_cast<float*>(y.mutable_data());
+  const int64_t n = x.size();
+  const int nt = pyconv::get_num_threads();
+  py::gil_scoped_release nogil;
+  pyconv::active_kernels().dropout(xp, n, threshold, scale, key, yp, nt);
+}
+
+void adam_update(py::array& w, const py::array& g, py::array& m, py::array& v, OptArray& vhat,
+                 double step, double beta_1, double beta_2, double eps) {
+  auto check = [&](const py::array& a, const char* name, bool writeable) {
+    if (!a.dtype().is(py::dtype::of<float>()) || !(a.flags() & py::array::c_style) ||
+        a.size() != w.size() || (writeable && !a.writeable()))
+      fail(std::string(name) + " must be a " + (writeable ? "writeable " : "") +
+           "C-contiguous float32 array of the parameter's size");
+  };
+  check(w, "w", true);
+  check(g, "g", false);
+  check(m, "m", true);
+  check(v, "v", true);
+  if (vhat) check(*vhat, "vhat", true);
+  auto* wp = static_cast<float*>(w.mutable_data());
+  auto* gp = static_cast<const float*>(g.data());
+  auto* mp = static_cast<float*>(m.mutable_data());
+  auto* vp = static_cast<float*>(v.mutable_data());
+  auto* hp = vhat ? static_cast<float*>(vhat->mutable_data()) : nullptr;
+  const int64_t n = w.size();
+  const int nt = pyconv::get_num_threads();
+  py::gil_scoped_release nogil;
+  pyconv::active_kernels().adam_update(wp, gp, mp, vp, hp, n, static_cast<float>(step),
+                                       static_cast<float>(beta_1), static_cast<float>(beta_2),
+                                       static_cast<float>(eps), nt);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -361,6 +406,11 @@ PYBIND11_MODULE(_core, m) {
         "y = x * scale + shift per channel (column) of x (M, C)");
   m.def("affine_warp", &affine_warp, arg("x"), arg("matrices"), arg("y"), arg("fill"),
         arg("fill_value"), "y[n] = bilinear sample of x[n] at matrices[n] @ (ox, oy, 1)");
+  m.def("dropout", &dropout, arg("x"), arg("rate"), arg("key"), arg("y"),
+        "y = x / (1 - rate) where hash(index, key) keeps it, else 0 (same key, same mask)");
+  m.def("adam_update", &adam_update, arg("w"), arg("g"), arg("m"), arg("v"), arg("vhat").none(true),
+        arg("step"), arg("beta_1"), arg("beta_2"), arg("epsilon"),
+        "One in-place Adam step (Keras's rule) of w with gradient g and moments m, v");
   m.def("get_isa", [] { return std::string(pyconv::active_isa()); });
   m.def("set_isa", [](const std::string& name) { pyconv::set_isa(name.c_str()); }, arg("name"));
   m.def("available_isas", [] {

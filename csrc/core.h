@@ -89,6 +89,16 @@ struct KernelTable {
   // constant / nearest / reflect.
   void (*affine_warp)(const float* x, int64_t N, int64_t H, int64_t W, int64_t C, const float* mats,
                       float* y, int fill, float fill_value, int nthreads);
+  // Inverted dropout of n contiguous floats: y[i] = keep(i) ? x[i] * scale : 0, where
+  // keep(i) = hash(i, key) >= threshold (a counter-based mask: the same key gives the same
+  // mask on every ISA and thread count, so backward re-derives it instead of storing it).
+  void (*dropout)(const float* x, int64_t n, uint32_t threshold, float scale, uint64_t key,
+                  float* y, int nthreads);
+  // One Adam step over n parameters (Keras's rule; step = lr * sqrt(1-b2^t) / (1-b1^t)):
+  // m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); vhat = max(vhat, v) when vhat is given
+  // (AMSGrad); w -= step * m / (sqrt(vhat or v) + eps).
+  void (*adam_update)(float* w, const float* g, float* m, float* v, float* vhat, int64_t n,
+                      float step, float beta_1, float beta_2, float eps, int nthreads);
   // Measured single-thread FMA throughput of this ISA, GFLOP/s.
   double (*peak_gflops)(double seconds);
   void (*release_workspace)();

@@ -81,6 +81,22 @@ def channel_affine(x: _F32, scale: _F32, shift: _F32, y: _F32) -> None: ...
 def affine_warp(x: _F32, matrices: _F32, y: _F32, fill: int, fill_value: float) -> None:
     """x, y: C-contiguous (N, H, W, C); matrices: (N, 2, 3) output -> input pixel maps."""
 
+def dropout(x: _F32, rate: float, key: int, y: _F32) -> None:
+    """y = x / (1 - rate) where hash(flat index, key) keeps the element, else 0."""
+
+def adam_update(
+    w: _F32,
+    g: _F32,
+    m: _F32,
+    v: _F32,
+    vhat: _F32 | None,
+    step: float,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+) -> None:
+    """In place: m, v (and vhat, AMSGrad) updated, w -= step * m / (sqrt(v) + epsilon)."""
+
 def max_pool2d_forward(
     x: _F32,
     y: _F32,

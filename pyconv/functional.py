@@ -25,6 +25,7 @@ __all__ = [
     "avg_pool2d_backward",
     "global_avg_pool2d",
     "global_avg_pool2d_backward",
+    "dropout",
 ]
 
 _FORMATS = {"NCHW": "NCHW", "CHANNELS_FIRST": "NCHW", "NHWC": "NHWC", "CHANNELS_LAST": "NHWC"}
@@ -413,6 +414,26 @@ def channel_affine(x, scale, shift):
         raise ValueError("scale and shift are required")
     y = _aligned_empty(xr.shape)
     _core.channel_affine(xr, sc, sh, y)
+    return y
+
+
+# --- dropout ------------------------------------------------------------------------------
+
+
+def dropout(x, rate, key):
+    """Inverted dropout: each element kept with probability 1 - rate and scaled by
+    1/(1 - rate), else 0. The mask is a hash of (flat index, key) -- the same (shape, rate,
+    key) always gives the same mask, on every ISA and thread count -- so the backward pass is
+    ``dropout(grad_out, rate, key)`` and nothing needs storing. key: an int in [0, 2**64)."""
+    xr = np.ascontiguousarray(_float32(x, "x"))
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)):
+        raise TypeError(f"rate must be a float in [0, 1), got {rate!r}")
+    if not 0 <= rate < 1:
+        raise ValueError(f"rate must be in [0, 1), got {rate!r}")
+    if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= key < 2**64:
+        raise ValueError(f"key must be an int in [0, 2**64), got {key!r}")
+    y = _aligned_empty(xr.shape)
+    _core.dropout(xr, float(rate), int(key), y)
     return y
 
 

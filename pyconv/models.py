@@ -774,5 +774,7 @@ def load_model(filepath, custom_objects=None, compile=True) -> Model:
             if state:
                 model.optimizer.iterations = int(state["iterations"])
                 for var_name, slots in state["slots"].items():
-                    model.optimizer.slots[var_name] = {s: ar.array(k) for s, k in slots.items()}
+                    model.optimizer.slots[var_name] = {
+                        s: np.ascontiguousarray(ar.array(k), np.float32) for s, k in slots.items()
+                    }
     return model

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _core
+
 
 class Optimizer:
     def __init__(
@@ -133,15 +135,10 @@ class Adam(Optimizer):
         b1, b2 = self.beta_1, self.beta_2
         step = np.float32(lr * np.sqrt(1 - b2**t) / (1 - b1**t))
         m, v = self._slot(var, "m"), self._slot(var, "v")
-        m += (g - m) * np.float32(1 - b1)
-        v += (g * g - v) * np.float32(1 - b2)
-        if self.amsgrad:
-            vhat = self._slot(var, "vhat")
-            np.maximum(vhat, v, out=vhat)
-            v = vhat
-        denom = np.sqrt(v)
-        denom += np.float32(self.epsilon)
-        var.value -= step * m / denom
+        vhat = self._slot(var, "vhat") if self.amsgrad else None
+        # one fused pass in the core (values and slots are C-contiguous float32 by design)
+        g = np.ascontiguousarray(g, np.float32)
+        _core.adam_update(var.value, g, m, v, vhat, float(step), b1, b2, self.epsilon)
 
     def get_config(self):
         return {

@@ -229,20 +229,25 @@ class Dropout(Layer):
         self._rng = new_rng(seed)
 
     def _forward(self, x, training):
+        """ctx: None (identity), the mask's key, or a broadcast mask (with noise_shape)."""
         if not training or self.rate == 0:
             return x, None
-        shape = x.shape
-        if self.noise_shape is not None:  # broadcast one mask along axes given as 1 / None
-            shape = tuple(s if n is None else n for s, n in zip(x.shape, self.noise_shape))
-        keep = self._rng.random(shape, dtype=np.float32) >= self.rate
-        mask = keep.astype(np.float32)
-        mask *= np.float32(1.0 / (1.0 - self.rate))
+        key = int(self._rng.integers(0, 2**64, dtype=np.uint64))
+        if self.noise_shape is None:
+            return functional.dropout(x, self.rate, key), key
+        # one mask broadcast along the axes given as 1 / None
+        shape = tuple(s if n is None else n for s, n in zip(x.shape, self.noise_shape))
+        mask = functional.dropout(np.ones(shape, np.float32), self.rate, key)
         return x * mask, mask
 
-    def _backward(self, mask, dy, need_input_grad):
+    def _backward(self, ctx, dy, need_input_grad):
         if not need_input_grad:
             return None
-        return dy if mask is None else dy * mask
+        if ctx is None:
+            return dy
+        if isinstance(ctx, np.ndarray):
+            return dy * ctx
+        return functional.dropout(dy, self.rate, ctx)  # the same key: the same mask
 
     def get_config(self):
         cfg = {**super().get_config(), "rate": self.rate, "seed": self.seed}
