@@ -12,4 +12,5 @@ run() {  # name, then pyconv train arguments
 }
 run mnist_cnn --model mnist_cnn --dataset mnist --augment
 run fashion_cnn --model fashion_cnn --dataset fashion_mnist --augment
+run mnist_cnn_e20 --model mnist_cnn --dataset mnist --augment --epochs 20
 run cifar10_cnn --model cifar10_cnn --dataset cifar10 --augment
