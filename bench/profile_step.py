@@ -64,8 +64,9 @@ def main(argv=None):
                 v.clear()
     med = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
     total = med.pop("step")
+    rate = args.batch / total * 1e3
     print(f"{args.model}, batch {args.batch}, {pyconv.get_num_threads()} threads: step "
-          f"{total:.1f} ms ({args.batch / total * 1e3:.0f} img/s), median of {args.steps}")  # fmt: skip
+          f"{total:.1f} ms ({rate:.0f} img/s), median of {args.steps}")  # fmt: skip
     for k, v in sorted(med.items(), key=lambda kv: -kv[1]):
         print(f"  {k:28s} {v:7.2f} ms  {100 * v / total:5.1f}%")
 
