@@ -156,7 +156,10 @@ void unpack_nhwc(const float* src, View4 d, int nthreads) {
 // ---------------------------------------------------------------------------------------
 constexpr int ACC = NUM_VREGS >= 32 ? 24 : 12;
 constexpr int NV_MAX = NUM_VREGS >= 32 ? 4 : 2;
-constexpr int pmax_for(int nv) { return ACC / nv; }
+// Pixels per tile: each needs its own input pointer, and with more than 8 of them (or 8 with
+// three weight vectors) GCC runs out of general registers and spills pointers into vector
+// registers, then weights onto the stack: 12-pixel tiles ran at half speed.
+constexpr int pmax_for(int nv) { return nv == 3 ? 7 : (ACC / nv < 8 ? ACC / nv : 8); }
 
 struct Tiling {
   int nv;       // vectors of output channels per tile
