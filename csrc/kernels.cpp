@@ -160,6 +160,9 @@ constexpr int NV_MAX = NUM_VREGS >= 32 ? 4 : 2;
 // three weight vectors) GCC runs out of general registers and spills pointers into vector
 // registers, then weights onto the stack: 12-pixel tiles ran at half speed.
 constexpr int pmax_for(int nv) { return nv == 3 ? 7 : (ACC / nv < 8 ? ACC / nv : 8); }
+// Weight-gradient tiles broadcast from one pointer at fixed offsets, so they can use every
+// accumulator register.
+constexpr int wgrad_rows_for(int nv) { return ACC / nv; }
 
 struct Tiling {
   int nv;       // vectors of output channels per tile
@@ -535,13 +538,15 @@ constexpr std::array<WgradFn, sizeof...(Is)> wgrad_row(std::integer_sequence<int
 }
 template <bool CONTIG>
 WgradFn wgrad_tile_fn(int nv, int i) {
-  static const auto r1 = wgrad_row<1, CONTIG>(std::make_integer_sequence<int, pmax_for(1)>{});
-  static const auto r2 = wgrad_row<2, CONTIG>(std::make_integer_sequence<int, pmax_for(2)>{});
+  static const auto r1 = wgrad_row<1, CONTIG>(std::make_integer_sequence<int, wgrad_rows_for(1)>{});
+  static const auto r2 = wgrad_row<2, CONTIG>(std::make_integer_sequence<int, wgrad_rows_for(2)>{});
   if (nv == 1) return r1[i - 1];
   if (nv == 2) return r2[i - 1];
   if constexpr (NV_MAX >= 4) {
-    static const auto r3 = wgrad_row<3, CONTIG>(std::make_integer_sequence<int, pmax_for(3)>{});
-    static const auto r4 = wgrad_row<4, CONTIG>(std::make_integer_sequence<int, pmax_for(4)>{});
+    static const auto r3 =
+        wgrad_row<3, CONTIG>(std::make_integer_sequence<int, wgrad_rows_for(3)>{});
+    static const auto r4 =
+        wgrad_row<4, CONTIG>(std::make_integer_sequence<int, wgrad_rows_for(4)>{});
     if (nv == 3) return r3[i - 1];
     return r4[i - 1];
   }
@@ -593,7 +598,7 @@ void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, Vi
     xp = buf;
   }
   // Row blocks of the flattened k = t*Cg + c dimension.
-  const int64_t IB = pmax_for(tl.nv);
+  const int64_t IB = wgrad_rows_for(tl.nv);
   const bool contig = Cg >= IB;
   const int64_t kb_per_tap = ceil_div(Cg, IB);
   const int64_t nkb = contig ? T * kb_per_tap : ceil_div(K, IB);
