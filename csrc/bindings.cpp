@@ -335,6 +335,25 @@ void dropout(const py::array& x, double rate, uint64_t key, py::array& y) {
   pyconv::active_kernels().dropout(xp, n, threshold, scale, key, yp, nt);
 }
 
+void relu_backward(const py::array& dy, const py::array& y, py::array& dx) {
+  auto check = [&](const py::array& a, const char* name, bool writeable) {
+    if (!a.dtype().is(py::dtype::of<float>()) || !(a.flags() & py::array::c_style) ||
+        a.size() != y.size() || (writeable && !a.writeable()))
+      fail(std::string(name) + " must be a " + (writeable ? "writeable " : "") +
+           "C-contiguous float32 array of y's size");
+  };
+  check(dy, "grad_out", false);
+  check(y, "y", false);
+  check(dx, "grad_x", true);
+  auto* dyp = static_cast<const float*>(dy.data());
+  auto* yp = static_cast<const float*>(y.data());
+  auto* dxp = static_cast<float*>(dx.mutable_data());
+  const int64_t n = y.size();
+  const int nt = pyconv::get_num_threads();
+  py::gil_scoped_release nogil;
+  pyconv::active_kernels().relu_backward(dyp, yp, n, dxp, nt);
+}
+
 void adam_update(py::array& w, const py::array& g, py::array& m, py::array& v, OptArray& vhat,
                  double step, double beta_1, double beta_2, double eps) {
   auto check = [&](const py::array& a, const char* name, bool writeable) {
@@ -408,6 +427,8 @@ PYBIND11_MODULE(_core, m) {
         arg("fill_value"), "y[n] = bilinear sample of x[n] at matrices[n] @ (ox, oy, 1)");
   m.def("dropout", &dropout, arg("x"), arg("rate"), arg("key"), arg("y"),
         "y = x / (1 - rate) where hash(index, key) keeps it, else 0 (same key, same mask)");
+  m.def("relu_backward", &relu_backward, arg("grad_out"), arg("y"), arg("grad_x"),
+        "grad_x = grad_out where y > 0, else 0 (grad_x may be grad_out)");
   m.def("adam_update", &adam_update, arg("w"), arg("g"), arg("m"), arg("v"), arg("vhat").none(true),
         arg("step"), arg("beta_1"), arg("beta_2"), arg("epsilon"),
         "One in-place Adam step (Keras's rule) of w with gradient g and moments m, v");

@@ -94,6 +94,8 @@ struct KernelTable {
   // mask on every ISA and thread count, so backward re-derives it instead of storing it).
   void (*dropout)(const float* x, int64_t n, uint32_t threshold, float scale, uint64_t key,
                   float* y, int nthreads);
+  // ReLU backward from the output: dx[i] = y[i] > 0 ? dy[i] : 0 (dx may be dy).
+  void (*relu_backward)(const float* dy, const float* y, int64_t n, float* dx, int nthreads);
   // One Adam step over n parameters (Keras's rule; step = lr * sqrt(1-b2^t) / (1-b1^t)):
   // m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); vhat = max(vhat, v) when vhat is given
   // (AMSGrad); w -= step * m / (sqrt(vhat or v) + eps).

@@ -1134,6 +1134,15 @@ void dropout(const float* x, int64_t n, uint32_t threshold, float scale, uint64_
   }
 }
 
+void relu_backward(const float* dy, const float* y, int64_t n, float* dx, int nthreads) {
+  constexpr int64_t kBlock = 1 << 14;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t b = 0; b < ceil_div(n, kBlock); ++b) {
+    const int64_t lo = b * kBlock, hi = std::min(n, lo + kBlock);
+    for (int64_t i = lo; i < hi; ++i) dx[i] = y[i] > 0.f ? dy[i] : 0.f;
+  }
+}
+
 // Adam: one pass over the parameters instead of NumPy's eight (and no temporaries).
 void adam_update(float* w, const float* g, float* m, float* v, float* vhat, int64_t n, float step,
                  float beta_1, float beta_2, float eps, int nthreads) {
@@ -1180,6 +1189,7 @@ const KernelTable table = {
     &channel_affine,
     &affine_warp,
     &dropout,
+    &relu_backward,
     &adam_update,
     &peak_gflops,
     &release_workspace,

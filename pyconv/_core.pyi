@@ -84,6 +84,9 @@ def affine_warp(x: _F32, matrices: _F32, y: _F32, fill: int, fill_value: float) 
 def dropout(x: _F32, rate: float, key: int, y: _F32) -> None:
     """y = x / (1 - rate) where hash(flat index, key) keeps the element, else 0."""
 
+def relu_backward(grad_out: _F32, y: _F32, grad_x: _F32) -> None:
+    """grad_x = grad_out where y > 0, else 0 (grad_x may be grad_out itself)."""
+
 def adam_update(
     w: _F32,
     g: _F32,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import functional
+
 
 class Activation:
     name = "linear"
@@ -53,6 +55,8 @@ class Relu(Activation):
         return z
 
     def backward(self, y, dy):
+        if not self.negative_slope and self.max_value is None:  # plain ReLU: one core pass
+            return functional.relu_backward(dy, y)
         # dy * (y > 0): a multiply by a bool mask is ~6x faster than np.where here.
         g = np.multiply(dy, y > 0, dtype=np.float32)
         if self.negative_slope:

@@ -26,6 +26,7 @@ __all__ = [
     "global_avg_pool2d",
     "global_avg_pool2d_backward",
     "dropout",
+    "relu_backward",
 ]
 
 _FORMATS = {"NCHW": "NCHW", "CHANNELS_FIRST": "NCHW", "NHWC": "NHWC", "CHANNELS_LAST": "NHWC"}
@@ -415,6 +416,20 @@ def channel_affine(x, scale, shift):
     y = _aligned_empty(xr.shape)
     _core.channel_affine(xr, sc, sh, y)
     return y
+
+
+# --- activations ------------------------------------------------------------------------
+
+
+def relu_backward(grad_out, y):
+    """dL/dx of y = relu(x) from the output: grad_out where y > 0, else 0."""
+    gy = np.ascontiguousarray(_float32(grad_out, "grad_out"))
+    yr = np.ascontiguousarray(_float32(y, "y"))
+    if gy.shape != yr.shape:
+        raise ValueError(f"grad_out must have y's shape {yr.shape}, got {gy.shape}")
+    gx = _aligned_empty(yr.shape)
+    _core.relu_backward(gy, yr, gx)
+    return gx
 
 
 # --- dropout ------------------------------------------------------------------------------

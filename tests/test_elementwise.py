@@ -1,5 +1,6 @@
-"""functional.dropout: the counter-based mask against an independent NumPy version of the
-hash (bit-exact on every ISA and thread count), its statistics, and the Dropout layer."""
+"""Element-wise core kernels. functional.dropout: the counter-based mask against an
+independent NumPy version of the hash (bit-exact on every ISA and thread count), its
+statistics, and the Dropout layer. functional.relu_backward against NumPy."""
 
 from __future__ import annotations
 
@@ -82,3 +83,13 @@ def test_layer_backward_reuses_the_forward_mask(rng):
     zero = ys == 0
     assert (zero == zero[:, :1, :1, :]).all()  # one mask per (image, channel)
     np.testing.assert_array_equal(shared.backward(ctx, dy) == 0, zero)
+
+
+@pytest.mark.parametrize("shape", [(1,), (17,), (3, 7, 11, 37)])
+def test_relu_backward_matches_numpy_on_every_isa(shape, isa, threads, rng):
+    y = np.maximum(rng.standard_normal(shape), 0).astype(np.float32)
+    y.flat[:3] = [np.nan, -0.0, 0.0][: y.size] if y.size >= 3 else y.flat[:3]
+    dy = rng.standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(F.relu_backward(dy, y), np.where(y > 0, dy, 0))
+    with pytest.raises(ValueError, match="grad_out"):
+        F.relu_backward(dy.ravel()[:-1], y.ravel())
