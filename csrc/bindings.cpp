@@ -95,7 +95,7 @@ using OptArray = std::optional<py::array>;
 
 void conv2d_forward(const py::array& x, const py::array& w, const OptArray& bias, py::array& y,
                     int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
-                    int64_t dh, int64_t dw, int64_t groups) {
+                    int64_t dh, int64_t dw, int64_t groups, bool relu) {
   auto xv = cview(x, "x"), wv = cview(w, "w");
   auto yv = mview(y, "y");
   ConvParams p = conv_params(xv, wv, sh, sw, pt, pb, pl, pr, dh, dw, groups);
@@ -109,7 +109,7 @@ void conv2d_forward(const py::array& x, const py::array& w, const OptArray& bias
   }
   const int nt = pyconv::get_num_threads();
   py::gil_scoped_release nogil;
-  pyconv::active_kernels().conv2d_forward(p, xv, wv, b, yv, nt);
+  pyconv::active_kernels().conv2d_forward(p, xv, wv, b, relu, yv, nt);
 }
 
 void conv2d_backward_data(const py::array& gy, const py::array& w, py::array& gx, int64_t sh,
@@ -394,8 +394,9 @@ PYBIND11_MODULE(_core, m) {
   using py::arg;
   m.def("conv2d_forward", &conv2d_forward, arg("x"), arg("w"), arg("bias").none(true), arg("y"),
         arg("stride_h"), arg("stride_w"), arg("pad_t"), arg("pad_b"), arg("pad_l"), arg("pad_r"),
-        arg("dil_h"), arg("dil_w"), arg("groups"),
-        "y[n,o,oh,ow] = bias[o] + sum x[n,c,oh*s+kh*d-p,...] w[o,c,kh,kw]; logical NCHW views");
+        arg("dil_h"), arg("dil_w"), arg("groups"), arg("relu") = false,
+        "y[n,o,oh,ow] = bias[o] + sum x[n,c,oh*s+kh*d-p,...] w[o,c,kh,kw] (then max(y, 0) if "
+        "relu); logical NCHW views");
   m.def("conv2d_backward_data", &conv2d_backward_data, arg("grad_out"), arg("w"), arg("grad_x"),
         arg("stride_h"), arg("stride_w"), arg("pad_t"), arg("pad_b"), arg("pad_l"), arg("pad_r"),
         arg("dil_h"), arg("dil_w"), arg("groups"));

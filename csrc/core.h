@@ -61,9 +61,10 @@ struct PoolParams {
 struct KernelTable {
   const char* name;
   int vector_width;  // floats per SIMD register
-  // y = conv(x, w) + bias. bias may be null.
-  void (*conv2d_forward)(const ConvParams&, ConstView4 x, ConstView4 w, const float* bias, View4 y,
-                         int nthreads);
+  // y = conv(x, w) + bias, then max(y, 0) when relu (fused into the tile stores). bias may be
+  // null.
+  void (*conv2d_forward)(const ConvParams&, ConstView4 x, ConstView4 w, const float* bias,
+                         bool relu, View4 y, int nthreads);
   // gx = conv_transpose(gy, w)
   void (*conv2d_backward_data)(const ConvParams&, ConstView4 gy, ConstView4 w, View4 gx,
                                int nthreads);

@@ -196,6 +196,7 @@ struct TileArgs {
   int64_t out_pix;    // stride between output pixels
   int oc_valid;       // output channels actually stored (<= NT)
   const float* bias;  // [NT] or null
+  bool relu;          // store max(acc, 0) (NaN stays NaN)
 };
 
 template <int P, int NV, bool GATHER>
@@ -223,6 +224,12 @@ void conv_tile(const TileArgs& a) {
         for (int v = 0; v < NV; ++v) acc[p][v] = vfma(xb, wv[v], acc[p][v]);
       }
     }
+  }
+  if (a.relu) {
+#pragma GCC unroll 32
+    for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[p][v] = vmax_nan(vzero(), acc[p][v]);
   }
   if (a.oc_valid == NT) {
 #pragma GCC unroll 32
@@ -302,8 +309,8 @@ void pack_weights(ConstView4 w, int64_t G, const Tiling& tl, bool transposed, fl
 // ---------------------------------------------------------------------------------------
 // conv2d forward. x: (N,C,H,W) view, w: (O,C/G,KH,KW) view, y: (N,O,OH,OW) view.
 // ---------------------------------------------------------------------------------------
-void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float* bias, View4 y,
-                    int nthreads) {
+void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float* bias, bool relu,
+                    View4 y, int nthreads) {
   Workspace& ws = workspace();
   const int64_t G = p.groups, Cg = p.C / G, Og = p.O / G, T = p.KH * p.KW;
   const int64_t Hp = p.H + p.pad_t + p.pad_b, Wp = p.W + p.pad_l + p.pad_r;
@@ -373,6 +380,7 @@ void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float
     a.out_pix = p.O;
     a.oc_valid = static_cast<int>(std::min<int64_t>(tl.nt, Og - ot * tl.nt));
     a.bias = bp ? bp + (g * tl.ntl + ot) * tl.nt : nullptr;
+    a.relu = relu;
     (np == tl.pmax ? full : conv_tile_fn<true>(tl.nv, static_cast<int>(np)))(a);
   }
   if (!direct_out) unpack_nhwc(yo, y, nthreads);
@@ -399,7 +407,7 @@ void conv2d_backward_data(const ConvParams& p, ConstView4 gy, ConstView4 w, View
     // w_t[c][o][kh][kw] = w[o][c][KH-1-kh][KW-1-kw]
     const ConstView4 wt{
         w.ptr(0, 0, p.KH - 1, p.KW - 1), w.c, w.n, w.h, w.w, w.sc, w.sn, -w.sh, -w.sw};
-    conv2d_forward(q, gy, wt, nullptr, gx, nthreads);
+    conv2d_forward(q, gy, wt, nullptr, false, gx, nthreads);
     return;
   }
   Workspace& ws = workspace();
@@ -450,6 +458,7 @@ void conv2d_backward_data(const ConvParams& p, ConstView4 gy, ConstView4 w, View
       a.oc_valid = static_cast<int>(std::min<int64_t>(tl.nt, Cg - it * tl.nt));
       a.pix_off = nullptr;
       a.bias = nullptr;
+      a.relu = false;
       for (int64_t r = 0; r < phases; ++r) {
         int nt = 0;
         for (int i = 0; i < nkh; ++i) {

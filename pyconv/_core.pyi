@@ -24,6 +24,7 @@ def conv2d_forward(
     dil_h: int,
     dil_w: int,
     groups: int,
+    relu: bool = False,
 ) -> None: ...
 def conv2d_backward_data(
     grad_out: _F32,

@@ -163,14 +163,18 @@ def conv2d(
     groups=1,
     data_format="NCHW",
     weight_format="OIHW",
+    activation=None,
 ) -> np.ndarray:
     """2-D convolution (cross-correlation, as in every deep-learning library).
 
     x: (N, C, H, W) or (N, H, W, C); w: (O, C/groups, KH, KW) or (KH, KW, C/groups, O);
     bias: (O,) or None. padding: int, (ph, pw), ((top, bottom), (left, right)), "valid" or
     "same" (TF rule: output ceil(in/stride), odd padding at the bottom/right).
+    activation: None or "relu" (applied as the output is stored: no second pass).
     Returns y: (N, O, OH, OW) or (N, OH, OW, O).
     """
+    if activation not in (None, "linear", "relu"):
+        raise ValueError(f"activation must be None, 'linear' or 'relu', got {activation!r}")
     fmt = _data_format(data_format)
     _, xv = _activation(x, "x", fmt)
     wv = _weight(w, weight_format)
@@ -182,7 +186,7 @@ def conv2d(
             raise ValueError(f"bias must have shape ({wv.shape[0]},), got {b.shape}")
         b = np.ascontiguousarray(b)
     y, yv = _empty(fmt, *geo.out_shape)
-    _core.conv2d_forward(xv, wv, b, yv, *geo.args())
+    _core.conv2d_forward(xv, wv, b, yv, *geo.args(), activation == "relu")
     return y
 
 

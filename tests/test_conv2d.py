@@ -169,3 +169,25 @@ def test_bias_only_and_large_batch_channels(isa, rng):
             ref64.conv2d(x, w, b, (1, 1), (1, 1, 1, 1)),
             rtol=2e-5,
         )
+
+
+@pytest.mark.parametrize("case", CASES[:6], ids=[str(i) for i in range(6)])
+@pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
+def test_fused_relu_equals_relu_of_the_convolution(case, fmt, isa, rng):
+    """activation="relu" is applied as tiles are stored: bit-identical to max(conv, 0), and a
+    NaN stays NaN (as np.maximum)."""
+    n, c, h, w, o, k, s, p, d, g = case
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    x[0, 0, 0, 0] = np.nan
+    if fmt == "NHWC":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    kk = (k, k) if isinstance(k, int) else k
+    wt = rng.standard_normal((o, c // g, *kk)).astype(np.float32)
+    b = rng.standard_normal(o).astype(np.float32)
+    args = dict(stride=s, padding=p, dilation=d, groups=g, data_format=fmt)
+    plain = F.conv2d(x, wt, b, **args)
+    fused = F.conv2d(x, wt, b, **args, activation="relu")
+    np.testing.assert_array_equal(fused, np.maximum(plain, 0))
+    assert np.isnan(fused).sum() == np.isnan(plain).sum() > 0
+    with pytest.raises(ValueError, match="activation"):
+        F.conv2d(x, wt, b, **args, activation="tanh")

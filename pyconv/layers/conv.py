@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from .. import functional
 from .._shapes import as_int, conv_output_size, pair, resolve_padding, window_centres
-from .core import KernelLayer, activate, activation_grad
+from ..activations import is_plain_relu
+from .core import ActivationContext, KernelLayer, activate, activation_grad
 
 
 def data_format_arg(data_format) -> str:
@@ -133,6 +134,9 @@ class Conv2D(KernelLayer):
 
     def _forward(self, x, training):
         bias = None if self.bias is None else self.bias.value
+        if is_plain_relu(self.activation):  # fused into the convolution's stores
+            y = functional.conv2d(x, self.kernel.value, bias, **self._geometry(), activation="relu")
+            return y, ActivationContext(x, y)
         z = functional.conv2d(x, self.kernel.value, bias, **self._geometry())
         ctx = activate(self.activation, z, x, training)
         return ctx.y, ctx
