@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "buffer_pool.h"
 #include "core.h"
 
 namespace py = pybind11;
@@ -380,6 +381,29 @@ void adam_update(py::array& w, const py::array& g, py::array& m, py::array& v, O
                                        static_cast<float>(eps), nt);
 }
 
+// A new C-contiguous float32 array on a pooled, 64-byte aligned block (buffer_pool.h); the
+// block goes back to the pool when the last NumPy view of it dies.
+py::array empty_array(const std::vector<int64_t>& shape) {
+  int64_t count = 1;
+  for (int64_t d : shape) {
+    if (d < 0) fail("shape must not have negative dimensions");
+    if (d != 0 && count > (int64_t{1} << 60) / d) fail("shape is too large");
+    count *= d;
+  }
+  struct Block {
+    void* data;
+    std::size_t bytes;
+  };
+  const std::size_t bytes = static_cast<std::size_t>(count) * sizeof(float);
+  auto* block = new Block{pyconv::pool_take(bytes), bytes};
+  py::capsule owner(block, [](void* b) {
+    auto* blk = static_cast<Block*>(b);
+    pyconv::pool_give(blk->data, blk->bytes);
+    delete blk;
+  });
+  return py::array_t<float>(shape, static_cast<float*>(block->data), owner);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -451,6 +475,18 @@ PYBIND11_MODULE(_core, m) {
         return pyconv::active_kernels().peak_gflops(seconds);
       },
       arg("seconds") = 0.2, "Measured single-thread FMA peak of the active ISA, GFLOP/s");
+  m.def("empty", &empty_array, arg("shape"),
+        "Uninitialized C-contiguous float32 array on a pooled 64-byte aligned buffer");
+  m.def("buffer_cache_bytes", &pyconv::pool_cached_bytes, "Bytes of idle pooled buffers");
+  m.def("buffer_cache_limit", &pyconv::pool_limit);
+  m.def(
+      "set_buffer_cache_limit",
+      [](int64_t bytes) {
+        if (bytes < 0) fail("limit must be >= 0 bytes");
+        pyconv::pool_set_limit(static_cast<std::size_t>(bytes));
+      },
+      arg("bytes"));
+  m.def("release_buffer_cache", &pyconv::pool_release, "Free every idle pooled buffer");
   m.def(
       "release_workspace",
       [] {

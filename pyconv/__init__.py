@@ -50,6 +50,32 @@ def set_num_threads(n: int) -> None:
     _core.set_num_threads(n)
 
 
+def set_buffer_cache_limit(nbytes: int) -> None:
+    """Keep at most ``nbytes`` of freed op outputs for reuse (default 1 GiB; 0 disables).
+
+    pyconv's ops return arrays on cached buffers: when one is freed its memory is kept for
+    the next output of the same size, which saves the page faults of fresh memory (15-20%
+    of a training step). Idle buffers count toward the process's memory until reused or
+    released.
+    """
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int):
+        raise TypeError(f"nbytes must be an int, got {type(nbytes).__name__}")
+    if nbytes < 0:
+        raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+    _core.set_buffer_cache_limit(nbytes)
+
+
+def buffer_cache_info() -> dict:
+    """{"cached_bytes": idle buffer bytes held for reuse, "limit": the cap}."""
+    return {"cached_bytes": _core.buffer_cache_bytes(), "limit": _core.buffer_cache_limit()}
+
+
+def release_memory() -> None:
+    """Free the idle cached buffers and this thread's kernel workspaces."""
+    _core.release_buffer_cache()
+    _core.release_workspace()
+
+
 def _apply_isa_env() -> None:
     want = _os.environ.get("PYCONV_ISA", "").strip().lower()
     if not want:
@@ -92,6 +118,9 @@ __all__ = [
     "activations",
     "augment",
     "available_isas",
+    "buffer_cache_info",
+    "release_memory",
+    "set_buffer_cache_limit",
     "callbacks",
     "zoo",
     "datasets",

@@ -85,6 +85,13 @@ def affine_warp(x: _F32, matrices: _F32, y: _F32, fill: int, fill_value: float) 
 def dropout(x: _F32, rate: float, key: int, y: _F32) -> None:
     """y = x / (1 - rate) where hash(flat index, key) keeps the element, else 0."""
 
+def empty(shape: tuple[int, ...] | list[int]) -> _F32:
+    """Uninitialized C-contiguous float32 array on a pooled, 64-byte aligned buffer."""
+
+def buffer_cache_bytes() -> int: ...
+def buffer_cache_limit() -> int: ...
+def set_buffer_cache_limit(bytes: int) -> None: ...
+def release_buffer_cache() -> None: ...
 def relu_backward(grad_out: _F32, y: _F32, grad_x: _F32) -> None:
     """grad_x = grad_out where y > 0, else 0 (grad_x may be grad_out itself)."""
 

@@ -88,12 +88,11 @@ def _weight(w, weight_format) -> np.ndarray:
 
 
 def _aligned_empty(shape) -> np.ndarray:
-    """np.empty float32, 64-byte aligned: the kernels store whole cache lines, and NumPy only
-    promises 16-byte alignment."""
-    count = int(np.prod(shape))
-    raw = np.empty(count + 16, np.float32)
-    start = (-raw.ctypes.data % 64) // 4
-    return raw[start : start + count].reshape(shape)
+    """A new float32 array for an op's output: 64-byte aligned (the kernels store whole cache
+    lines; NumPy only promises 16 bytes) and drawn from the core's buffer cache, so a training
+    step's same-sized outputs reuse memory that is already mapped instead of paying the OS's
+    page faults on fresh memory every step (see pyconv.set_buffer_cache_limit)."""
+    return _core.empty([int(d) for d in shape])
 
 
 def _empty(fmt: str, n: int, c: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:

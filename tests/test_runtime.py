@@ -107,3 +107,36 @@ def test_peak_measurement_is_positive():
     assert pyconv._core.peak_gflops(0.05) > 0.1
     with pytest.raises(ValueError):
         pyconv._core.peak_gflops(-1)
+
+
+def test_op_outputs_come_from_the_buffer_cache():
+    """Freed outputs (>= 1 MiB) are kept for the next output of the same size; live arrays
+    never share memory; the limit and release_memory are honoured."""
+    pyconv.release_memory()
+    x = np.random.default_rng(0).standard_normal((4, 64, 64, 32)).astype(np.float32)  # 2 MiB
+    y = F.max_pool2d(x, 1, data_format="NHWC")  # a fresh 2 MiB output
+    assert y.ctypes.data % 64 == 0 and y.flags.c_contiguous and y.flags.writeable
+    np.testing.assert_array_equal(y, x)
+    address = y.ctypes.data
+    del y
+    assert pyconv.buffer_cache_info()["cached_bytes"] >= x.nbytes
+    y1 = F.max_pool2d(x, 1, data_format="NHWC")
+    assert y1.ctypes.data == address  # the same memory, already mapped
+    y2 = F.max_pool2d(x, 1, data_format="NHWC")  # while y1 lives: other memory
+    assert not np.shares_memory(y1, y2)
+    np.testing.assert_array_equal(y1, y2)
+    del y1, y2
+    pyconv.release_memory()
+    assert pyconv.buffer_cache_info()["cached_bytes"] == 0
+    limit = pyconv.buffer_cache_info()["limit"]
+    try:
+        pyconv.set_buffer_cache_limit(0)
+        y = F.max_pool2d(x, 1, data_format="NHWC")
+        del y
+        assert pyconv.buffer_cache_info()["cached_bytes"] == 0
+    finally:
+        pyconv.set_buffer_cache_limit(limit)
+    with pytest.raises(ValueError, match="nbytes"):
+        pyconv.set_buffer_cache_limit(-1)
+    with pytest.raises(TypeError, match="nbytes"):
+        pyconv.set_buffer_cache_limit("1GB")
