@@ -475,6 +475,29 @@ PYBIND11_MODULE(_core, m) {
         return pyconv::active_kernels().peak_gflops(seconds);
       },
       arg("seconds") = 0.2, "Measured single-thread FMA peak of the active ISA, GFLOP/s");
+  m.def(
+      "set_conv_algorithm",
+      [](const std::string& name) {
+        if (name == "auto")
+          pyconv::set_conv_algorithm(pyconv::ConvAlgo::Auto);
+        else if (name == "direct")
+          pyconv::set_conv_algorithm(pyconv::ConvAlgo::Direct);
+        else if (name == "winograd")
+          pyconv::set_conv_algorithm(pyconv::ConvAlgo::Winograd);
+        else
+          fail("algorithm must be 'auto', 'direct' or 'winograd', got '" + name + "'");
+      },
+      arg("name"));
+  m.def("get_conv_algorithm", [] {
+    switch (pyconv::conv_algorithm()) {
+      case pyconv::ConvAlgo::Direct:
+        return std::string("direct");
+      case pyconv::ConvAlgo::Winograd:
+        return std::string("winograd");
+      default:
+        return std::string("auto");
+    }
+  });
   m.def("empty", &empty_array, arg("shape"),
         "Uninitialized C-contiguous float32 array on a pooled 64-byte aligned buffer");
   m.def("buffer_cache_bytes", &pyconv::pool_cached_bytes, "Bytes of idle pooled buffers");

@@ -118,6 +118,11 @@ extern const KernelTable table;
 }
 
 // dispatch.cpp
+// Which algorithm 3x3 stride-1 convolutions use: automatic choice, always the direct kernel,
+// or Winograd F(2x2, 3x3) wherever it applies (the last two for tests and benchmarks).
+enum class ConvAlgo { Auto = 0, Direct = 1, Winograd = 2 };
+ConvAlgo conv_algorithm();
+void set_conv_algorithm(ConvAlgo a);
 const KernelTable& active_kernels();
 const char* active_isa();
 bool isa_supported(const char* name);

@@ -88,6 +88,12 @@ int get_num_threads() {
   return n;
 }
 
+namespace {
+std::atomic<int> g_conv_algo{static_cast<int>(ConvAlgo::Auto)};
+}
+ConvAlgo conv_algorithm() { return static_cast<ConvAlgo>(g_conv_algo.load()); }
+void set_conv_algorithm(ConvAlgo a) { g_conv_algo.store(static_cast<int>(a)); }
+
 void set_num_threads(int n) {
   if (n < 1) throw std::invalid_argument("num_threads must be >= 1, got " + std::to_string(n));
   g_threads.store(n);

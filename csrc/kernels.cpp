@@ -307,10 +307,217 @@ void pack_weights(ConstView4 w, int64_t G, const Tiling& tl, bool transposed, fl
 }
 
 // ---------------------------------------------------------------------------------------
+// Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions (Lavin & Gray, arXiv:1509.09308).
+// Each 2x2 output tile comes from a 4x4 input tile d:  Y = A^T [ U (.) V ] A, with
+//   V = B^T d B (input transform), U = G g G^T (weights), and (.) summed over channels:
+// for each of the 16 positions xi, M[xi] (tiles x O) = V[xi] (tiles x C) . U[xi] (C x O),
+// a GEMM run by the same microkernel as a 1x1 convolution. 16 multiplies per tile and
+// channel pair instead of 36: 2.25x fewer FLOPs. Tiles go in blocks whose V and M stay in
+// L2 (transform, 16 GEMMs, inverse transform, then the next block), one block per task,
+// so each tile is computed by one thread in one fixed order: results do not depend on
+// the thread count. Rounding differs from the direct kernel by a few ulps (the transforms
+// add and subtract up to 4 terms).
+// ---------------------------------------------------------------------------------------
+bool winograd_applies(const ConvParams& p) {
+  const ConvAlgo algo = conv_algorithm();
+  if (algo == ConvAlgo::Direct) return false;
+  const bool shape_ok = p.KH == 3 && p.KW == 3 && p.stride_h == 1 && p.stride_w == 1 &&
+                        p.dil_h == 1 && p.dil_w == 1 && p.groups == 1 && p.OH >= 2 && p.OW >= 2;
+  if (algo == ConvAlgo::Winograd) return shape_ok;
+  // Measured (bench/README.md): 1.2-1.7x the direct kernel from 32 to 128 channels. Fewer
+  // channels: the transforms cost what the GEMMs save. More: the transformed weights
+  // (16*C*O floats) leave L2 and are re-read for every block of tiles. Few tiles: too
+  // little parallel work.
+  const int64_t tiles = p.N * ((p.OH + 1) / 2) * ((p.OW + 1) / 2);
+  return shape_ok && p.C >= 32 && p.O >= 32 && p.C * p.O <= 128 * 128 && tiles >= 256;
+}
+
+// U[xi][tile][c][NT] from w (O, C, 3, 3): U = G g G^T, G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1].
+void winograd_weights(ConstView4 w, const Tiling& tl, float* U, int nthreads) {
+  const int64_t C = w.c, O = w.n, per_xi = tl.ntl * C * tl.nt;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t job = 0; job < tl.ntl * C; ++job) {
+    const int64_t tile = job / C, c = job % C;
+    for (int64_t l = 0; l < tl.nt; ++l) {
+      const int64_t o = tile * tl.nt + l;
+      float u[4][4] = {};
+      if (o < O) {
+        float g[3][3], t[4][3];
+        for (int i = 0; i < 3; ++i)
+          for (int j = 0; j < 3; ++j) g[i][j] = w.at(o, c, i, j);
+        for (int j = 0; j < 3; ++j) {  // t = G g
+          t[0][j] = g[0][j];
+          t[1][j] = 0.5f * (g[0][j] + g[1][j] + g[2][j]);
+          t[2][j] = 0.5f * (g[0][j] - g[1][j] + g[2][j]);
+          t[3][j] = g[2][j];
+        }
+        for (int i = 0; i < 4; ++i) {  // u = t G^T
+          u[i][0] = t[i][0];
+          u[i][1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+          u[i][2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+          u[i][3] = t[i][2];
+        }
+      }
+      for (int xi = 0; xi < 16; ++xi)
+        U[xi * per_xi + (tile * C + c) * tl.nt + l] = u[xi / 4][xi % 4];
+    }
+  }
+}
+
+// V = B^T d B on vectors of channels, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
+// d[i][j] at in + i*row + j*pix; v[xi] stored at out + xi*xi_stride.
+template <class Load, class Store>
+inline void winograd_input_tile(Load load, Store store) {
+  vf d[4][4], t[4][4];
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) d[i][j] = load(i, j);
+  const vf neg = vset1(-1.f);
+  for (int j = 0; j < 4; ++j) {
+    t[0][j] = vfma(neg, d[2][j], d[0][j]);
+    t[1][j] = vadd(d[1][j], d[2][j]);
+    t[2][j] = vfma(neg, d[1][j], d[2][j]);
+    t[3][j] = vfma(neg, d[3][j], d[1][j]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    store(i * 4 + 0, vfma(neg, t[i][2], t[i][0]));
+    store(i * 4 + 1, vadd(t[i][1], t[i][2]));
+    store(i * 4 + 2, vfma(neg, t[i][1], t[i][2]));
+    store(i * 4 + 3, vfma(neg, t[i][3], t[i][1]));
+  }
+}
+
+void conv2d_winograd(const ConvParams& p, ConstView4 x, ConstView4 w, const float* bias, bool relu,
+                     View4 y, int nthreads) {
+  Workspace& ws = workspace();
+  const int64_t C = p.C, O = p.O;
+  const int64_t th = ceil_div(p.OH, 2), tw = ceil_div(p.OW, 2);
+  // Padded input covering every 4x4 tile: rows 2*th + 2, columns 2*tw + 2.
+  const int64_t Hp = 2 * th + 2, Wp = 2 * tw + 2;
+  const int64_t pad_b = Hp - p.H - p.pad_t, pad_r = Wp - p.W - p.pad_l;
+  float* xp = ws.get(WS_IN, p.N * Hp * Wp * C);
+  pack_padded_nhwc(x, p.pad_t, pad_b, p.pad_l, pad_r, 1, C, xp, nthreads);
+  const Tiling tl = choose_tiling(O);
+  const int64_t Opad = tl.ntl * tl.nt, per_xi = tl.ntl * C * tl.nt;
+  float* U = ws.get(WS_W, 16 * per_xi);
+  winograd_weights(w, tl, U, nthreads);
+  float* bp = ws.get(WS_BIAS, Opad);  // bias, zero-padded to whole vectors
+  for (int64_t o = 0; o < Opad; ++o) bp[o] = (bias && o < O) ? bias[o] : 0.f;
+  const bool direct_out = is_dense_nhwc(y);
+  float* yo = direct_out ? y.data : ws.get(WS_OUT, p.N * p.OH * p.OW * O);
+
+  // Tiles per block: V (16 x TB x C) and M (16 x TB x Opad) in about 256 KB.
+  const int64_t tiles = p.N * th * tw;
+  int64_t TB = (256 * 1024 / 4) / (16 * (C + Opad));
+  TB = std::max<int64_t>(tl.pmax, std::min<int64_t>(128, TB / tl.pmax * tl.pmax));
+  const int64_t blocks = ceil_div(tiles, TB);
+  const int64_t vsize = 16 * TB * C, msize = 16 * TB * Opad;
+  float* scratch = ws.get(WS_AUX, nthreads * (vsize + msize));
+  const int64_t cv_end = C / VW * VW, ov_end = O / VW * VW;  // whole-vector channel ranges
+  const int64_t in_off0 = 0, w_off0 = 0;
+
+#pragma omp parallel num_threads(nthreads)
+  {
+    float* V = scratch + omp_get_thread_num() * (vsize + msize);
+    float* M = V + vsize;
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t t0 = b * TB, nb = std::min(TB, tiles - t0);
+      // 1. input transform: V[xi][t][c]
+      for (int64_t t = 0; t < nb; ++t) {
+        const int64_t tile = t0 + t, n = tile / (th * tw), ti = (tile / tw) % th, tj = tile % tw;
+        const float* base = xp + ((n * Hp + 2 * ti) * Wp + 2 * tj) * C;
+        float* vt = V + t * C;
+        int64_t c = 0;
+        for (; c < cv_end; c += VW)
+          winograd_input_tile([&](int i, int j) { return vload(base + (i * Wp + j) * C + c); },
+                              [&](int xi, vf v) { vstore(vt + xi * TB * C + c, v); });
+        for (; c < C; ++c) {  // channel tail, one lane at a time
+          alignas(64) float d1[16], o1[16];
+          for (int i = 0; i < 16; ++i) d1[i] = base[((i / 4) * Wp + i % 4) * C + c];
+          float t1[4][4];
+          for (int j = 0; j < 4; ++j) {
+            t1[0][j] = d1[j] - d1[8 + j];
+            t1[1][j] = d1[4 + j] + d1[8 + j];
+            t1[2][j] = d1[8 + j] - d1[4 + j];
+            t1[3][j] = d1[4 + j] - d1[12 + j];
+          }
+          for (int i = 0; i < 4; ++i) {
+            o1[i * 4 + 0] = t1[i][0] - t1[i][2];
+            o1[i * 4 + 1] = t1[i][1] + t1[i][2];
+            o1[i * 4 + 2] = t1[i][2] - t1[i][1];
+            o1[i * 4 + 3] = t1[i][1] - t1[i][3];
+          }
+          for (int xi = 0; xi < 16; ++xi) vt[xi * TB * C + c] = o1[xi];
+        }
+      }
+      // 2. sixteen GEMMs M[xi] (nb x Opad) = V[xi] (nb x C) . U[xi] (C x Opad)
+      TileArgs a;
+      a.in_pix = C;
+      a.pix_off = nullptr;
+      a.in_off = &in_off0;
+      a.w_off = &w_off0;
+      a.ntaps = 1;
+      a.C = C;
+      a.out_pix = Opad;
+      a.oc_valid = static_cast<int>(tl.nt);
+      a.bias = nullptr;
+      a.relu = false;
+      for (int xi = 0; xi < 16; ++xi)
+        for (int64_t ot = 0; ot < tl.ntl; ++ot) {
+          a.in = V + xi * TB * C;
+          a.w = U + xi * per_xi + ot * C * tl.nt;
+          a.out = M + xi * TB * Opad + ot * tl.nt;
+          conv_row(tl, a, nb);
+        }
+      // 3. output transform Y = A^T M A, A^T = [1 1 1 0; 0 1 -1 -1], + bias, relu, store
+      for (int64_t t = 0; t < nb; ++t) {
+        const int64_t tile = t0 + t, n = tile / (th * tw), ti = (tile / tw) % th, tj = tile % tw;
+        const int rows = static_cast<int>(std::min<int64_t>(2, p.OH - 2 * ti));
+        const int cols = static_cast<int>(std::min<int64_t>(2, p.OW - 2 * tj));
+        float* out = yo + ((n * p.OH + 2 * ti) * p.OW + 2 * tj) * O;
+        const float* mt = M + t * Opad;
+        for (int64_t o = 0; o < O; o += VW) {
+          vf m[16], r[2][4], res[2][2];
+          for (int xi = 0; xi < 16; ++xi) m[xi] = vload(mt + xi * TB * Opad + o);
+          for (int j = 0; j < 4; ++j) {
+            r[0][j] = vadd(vadd(m[j], m[4 + j]), m[8 + j]);
+            r[1][j] = vfma(vset1(-1.f), vadd(m[8 + j], m[12 + j]), m[4 + j]);
+          }
+          for (int i = 0; i < 2; ++i) {
+            res[i][0] = vadd(vadd(r[i][0], r[i][1]), r[i][2]);
+            res[i][1] = vfma(vset1(-1.f), vadd(r[i][2], r[i][3]), r[i][1]);
+          }
+          const vf bvv = vload(bp + o);
+          for (int i = 0; i < rows; ++i)
+            for (int j = 0; j < cols; ++j) {
+              vf v = vadd(res[i][j], bvv);
+              if (relu) v = vmax_nan(vzero(), v);
+              float* dst = out + (i * p.OW + j) * O + o;
+              if (o < ov_end) {
+                vstore(dst, v);
+              } else {
+                alignas(64) float tmp[VW];
+                vstore(tmp, v);
+                std::memcpy(dst, tmp,
+                            sizeof(float) * static_cast<size_t>(std::min<int64_t>(VW, O - o)));
+              }
+            }
+        }
+      }
+    }
+  }
+  if (!direct_out) unpack_nhwc(yo, y, nthreads);
+}
+
+// ---------------------------------------------------------------------------------------
 // conv2d forward. x: (N,C,H,W) view, w: (O,C/G,KH,KW) view, y: (N,O,OH,OW) view.
 // ---------------------------------------------------------------------------------------
 void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float* bias, bool relu,
                     View4 y, int nthreads) {
+  if (winograd_applies(p)) {
+    conv2d_winograd(p, x, w, bias, relu, y, nthreads);
+    return;
+  }
   Workspace& ws = workspace();
   const int64_t G = p.groups, Cg = p.C / G, Og = p.O / G, T = p.KH * p.KW;
   const int64_t Hp = p.H + p.pad_t + p.pad_b, Wp = p.W + p.pad_l + p.pad_r;

@@ -50,6 +50,19 @@ def set_num_threads(n: int) -> None:
     _core.set_num_threads(n)
 
 
+def set_conv_algorithm(name: str) -> None:
+    """How 3x3 stride-1 convolutions run: "auto" (default: Winograd F(2x2, 3x3) where it
+    measured faster, from 32 to 128 channels), "direct" or "winograd" (wherever it applies),
+    e.g. to compare them or to get the direct kernel's rounding."""
+    if not isinstance(name, str):
+        raise TypeError(f"algorithm name must be a str, got {type(name).__name__}")
+    _core.set_conv_algorithm(name)
+
+
+def get_conv_algorithm() -> str:
+    return _core.get_conv_algorithm()
+
+
 def set_buffer_cache_limit(nbytes: int) -> None:
     """Keep at most ``nbytes`` of freed op outputs for reuse (default 1 GiB; 0 disables).
 
@@ -121,11 +134,13 @@ __all__ = [
     "buffer_cache_info",
     "release_memory",
     "set_buffer_cache_limit",
+    "set_conv_algorithm",
     "callbacks",
     "zoo",
     "datasets",
     "clear_session",
     "functional",
+    "get_conv_algorithm",
     "get_isa",
     "get_num_threads",
     "initializers",

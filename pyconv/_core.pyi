@@ -85,6 +85,8 @@ def affine_warp(x: _F32, matrices: _F32, y: _F32, fill: int, fill_value: float) 
 def dropout(x: _F32, rate: float, key: int, y: _F32) -> None:
     """y = x / (1 - rate) where hash(flat index, key) keeps the element, else 0."""
 
+def set_conv_algorithm(name: str) -> None: ...
+def get_conv_algorithm() -> str: ...
 def empty(shape: tuple[int, ...] | list[int]) -> _F32:
     """Uninitialized C-contiguous float32 array on a pooled, 64-byte aligned buffer."""
 

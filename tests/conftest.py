@@ -29,6 +29,15 @@ def threads(request):
     pyconv.set_num_threads(previous)
 
 
+@pytest.fixture(params=["direct", "winograd"])
+def conv_algo(request):
+    """Run on the direct kernel, then with Winograd forced wherever it applies."""
+    previous = pyconv.get_conv_algorithm()
+    pyconv.set_conv_algorithm(request.param)
+    yield request.param
+    pyconv.set_conv_algorithm(previous)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)

@@ -66,7 +66,7 @@ def _from(fmt, a):
 
 @pytest.mark.parametrize("case", CASES, ids=[str(i) for i in range(len(CASES))])
 @pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
-def test_conv2d_matches_reference(case, fmt, isa, threads, rng):
+def test_conv2d_matches_reference(case, fmt, isa, threads, conv_algo, rng):
     n, c, h, w, o, k, s, p, d, g = case
     x, wt, b, y_ref, gy, (gx_ref, gw_ref, gb_ref) = _data(case, rng)
     kw = dict(stride=s, padding=p, dilation=d, groups=g, data_format=fmt)
@@ -191,3 +191,67 @@ def test_fused_relu_equals_relu_of_the_convolution(case, fmt, isa, rng):
     assert np.isnan(fused).sum() == np.isnan(plain).sum() > 0
     with pytest.raises(ValueError, match="activation"):
         F.conv2d(x, wt, b, **args, activation="tanh")
+
+
+WINOGRAD_CASES = [  # (N, C, H, W, O, padding): channel tails, odd sizes, 'valid' and 'same'
+    (2, 32, 9, 7, 32, 1),
+    (1, 17, 6, 11, 33, 0),
+    (3, 40, 5, 5, 70, "same"),
+    (2, 64, 12, 12, 48, 1),
+    (1, 3, 4, 4, 5, 0),
+]
+
+
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=[str(i) for i in range(5)])
+def test_winograd_matches_reference_and_direct(case, isa, rng):
+    """Winograd F(2x2, 3x3) forward and backward-data: against float64, within a few ulps of
+    the direct kernel, bias and fused ReLU included, identical for 1 and 2 threads."""
+    n, c, h, w, o, p = case
+    kk = (n, c, h, w, o, 3, 1, p, 1, 1)
+    x, wt, b, y_ref, gy, (gx_ref, _, _) = _data(kk, rng)
+    kw = dict(padding=p, data_format="NHWC")
+    previous, previous_threads = pyconv.get_conv_algorithm(), pyconv.get_num_threads()
+    try:
+        pyconv.set_conv_algorithm("direct")
+        y_direct = F.conv2d(_to("NHWC", x), wt, b, **kw)
+        pyconv.set_conv_algorithm("winograd")
+        outs = []
+        for threads in (1, 2):
+            pyconv.set_num_threads(threads)
+            y = F.conv2d(_to("NHWC", x), wt, b, **kw)
+            gx = F.conv2d_backward(_to("NHWC", gy), _to("NHWC", x), wt, **kw,
+                                   grad_weight=False, grad_bias=False)[0]  # fmt: skip
+            outs.append((y, gx))
+        np.testing.assert_array_equal(outs[0][0], outs[1][0])
+        np.testing.assert_array_equal(outs[0][1], outs[1][1])
+        y, gx = outs[1]
+        assert_close(_from("NHWC", y), y_ref, name="y")
+        assert_close(_from("NHWC", gx), gx_ref, name="grad_x")
+        scale = np.abs(y_direct).max()
+        assert np.abs(y - y_direct).max() <= 4e-6 * scale
+        relu = F.conv2d(_to("NHWC", x), wt, b, **kw, activation="relu")
+        np.testing.assert_array_equal(relu, np.maximum(y, 0))
+    finally:
+        pyconv.set_conv_algorithm(previous)
+        pyconv.set_num_threads(previous_threads)
+
+
+def test_auto_uses_winograd_only_where_it_pays(rng):
+    x = rng.standard_normal((8, 16, 16, 32)).astype(np.float32)
+    w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
+    small = rng.standard_normal((8, 16, 16, 8)).astype(np.float32)
+    ws = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+    previous = pyconv.get_conv_algorithm()
+    try:
+        runs = {}
+        for algo in ("auto", "direct", "winograd"):
+            pyconv.set_conv_algorithm(algo)
+            runs[algo] = (F.conv2d(x, w, padding=1, data_format="NHWC"),
+                          F.conv2d(small, ws, padding=1, data_format="NHWC"))  # fmt: skip
+        np.testing.assert_array_equal(runs["auto"][0], runs["winograd"][0])  # 32 channels
+        np.testing.assert_array_equal(runs["auto"][1], runs["direct"][1])  # 8 channels
+        assert not np.array_equal(runs["direct"][0], runs["winograd"][0])  # really differ
+        with pytest.raises(ValueError, match="algorithm"):
+            pyconv.set_conv_algorithm("fft")
+    finally:
+        pyconv.set_conv_algorithm(previous)
