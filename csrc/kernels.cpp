@@ -191,7 +191,8 @@ struct TileArgs {
   const int64_t* w_off;    // [ntaps] offsets into w of each tap
   int ntaps;
   int64_t C;          // channels reduced per tap
-  const float* w;     // packed [..][C][NT]
+  const float* w;     // [..][C][w_row]: NT lanes per channel row (packed: w_row == NT)
+  int64_t w_row;      // floats between consecutive channel rows of w
   float* out;         // first pixel, first output channel of the tile
   int64_t out_pix;    // stride between output pixels
   int oc_valid;       // output channels actually stored (<= NT)
@@ -216,7 +217,7 @@ void conv_tile(const TileArgs& a) {
     for (int64_t c = 0; c < a.C; ++c) {
       vf wv[NV];
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) wv[v] = vload(wp + c * NT + v * VW);
+      for (int v = 0; v < NV; ++v) wv[v] = vload(wp + c * a.w_row + v * VW);
 #pragma GCC unroll 32
       for (int p = 0; p < P; ++p) {
         const vf xb = vset1(ip[po[p] + c]);
@@ -458,6 +459,7 @@ void conv2d_winograd(const ConvParams& p, ConstView4 x, ConstView4 w, const floa
       a.w_off = &w_off0;
       a.ntaps = 1;
       a.C = C;
+      a.w_row = tl.nt;
       a.out_pix = Opad;
       a.oc_valid = static_cast<int>(tl.nt);
       a.bias = nullptr;
@@ -530,10 +532,22 @@ void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float
     pack_padded_nhwc(x, p.pad_t, p.pad_b, p.pad_l, p.pad_r, 1, p.C, buf, nthreads);
     xp = buf;
   }
-  // Weights -> wp[g][tile][tap][c][NT]; bias -> bp[g][tile][NT], zero beyond Og.
-  const int64_t wtile = T * Cg * tl.nt;
-  float* wp = ws.get(WS_W, G * tl.ntl * wtile);
-  pack_weights(w, G, tl, false, wp, nthreads);
+  // Weights -> wp[g][tile][tap][c][NT]; bias -> bp[g][tile][NT], zero beyond Og. Keras's
+  // dense HWIO kernel (kh, kw, c, o) already has that shape when whole tiles cover O: it is
+  // read in place (row stride O), which saves repacking every call (at batch 1 the repack
+  // of a dense layer's weights cost more than the layer).
+  const bool hwio_in_place = G == 1 && p.O % tl.nt == 0 && w.sn == 1 && w.sc == p.O &&
+                             (p.KW == 1 || w.sw == p.C * p.O) &&
+                             (p.KH == 1 || w.sh == p.KW * p.C * p.O);
+  const int64_t wtile = hwio_in_place ? tl.nt : T * Cg * tl.nt;  // between channel tiles
+  const int64_t w_row = hwio_in_place ? p.O : tl.nt;
+  const int64_t w_tap = hwio_in_place ? p.C * p.O : Cg * tl.nt;
+  const float* wp = w.data;
+  if (!hwio_in_place) {
+    float* packed = ws.get(WS_W, G * tl.ntl * wtile);
+    pack_weights(w, G, tl, false, packed, nthreads);
+    wp = packed;
+  }
   float* bp = nullptr;
   if (bias) {
     bp = ws.get(WS_BIAS, G * tl.ntl * tl.nt);
@@ -546,7 +560,7 @@ void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float
   for (int64_t kh = 0; kh < p.KH; ++kh)
     for (int64_t kw = 0; kw < p.KW; ++kw) {
       in_off[kh * p.KW + kw] = (kh * p.dil_h * Wp + kw * p.dil_w) * p.C;
-      w_off[kh * p.KW + kw] = (kh * p.KW + kw) * Cg * tl.nt;
+      w_off[kh * p.KW + kw] = (kh * p.KW + kw) * w_tap;
     }
 
   const bool direct_out = is_dense_nhwc(y);
@@ -583,6 +597,7 @@ void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float
     a.ntaps = static_cast<int>(T);
     a.C = Cg;
     a.w = wp + (g * tl.ntl + ot) * wtile;
+    a.w_row = w_row;
     a.out = yo + m0 * p.O + g * Og + ot * tl.nt;
     a.out_pix = p.O;
     a.oc_valid = static_cast<int>(std::min<int64_t>(tl.nt, Og - ot * tl.nt));
@@ -661,6 +676,7 @@ void conv2d_backward_data(const ConvParams& p, ConstView4 gy, ConstView4 w, View
       a.w_off = w_off;
       a.C = Og;
       a.w = wt + (g * tl.ntl + it) * wtile;
+      a.w_row = tl.nt;
       a.out_pix = sw * p.C;
       a.oc_valid = static_cast<int>(std::min<int64_t>(tl.nt, Cg - it * tl.nt));
       a.pix_off = nullptr;
