@@ -533,12 +533,15 @@ void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float
     xp = buf;
   }
   // Weights -> wp[g][tile][tap][c][NT]; bias -> bp[g][tile][NT], zero beyond Og. Keras's
-  // dense HWIO kernel (kh, kw, c, o) already has that shape when whole tiles cover O: it is
-  // read in place (row stride O), which saves repacking every call (at batch 1 the repack
-  // of a dense layer's weights cost more than the layer).
-  const bool hwio_in_place = G == 1 && p.O % tl.nt == 0 && w.sn == 1 && w.sc == p.O &&
-                             (p.KW == 1 || w.sw == p.C * p.O) &&
-                             (p.KH == 1 || w.sh == p.KW * p.C * p.O);
+  // dense HWIO kernel (kh, kw, c, o) already has that shape when one tile covers O, and is
+  // then read in place. With several tiles its rows are strided (each tile reads NT of O
+  // floats per row), which maps a tile onto a fraction of the L2 sets: worth it only when
+  // few pixel tiles re-read the weights (batch-1 inference, where repacking a dense layer's
+  // weights cost more than the layer itself).
+  const int64_t M = p.N * p.OH * p.OW;
+  const bool hwio_in_place =
+      G == 1 && p.O % tl.nt == 0 && w.sn == 1 && w.sc == p.O && (p.KW == 1 || w.sw == p.C * p.O) &&
+      (p.KH == 1 || w.sh == p.KW * p.C * p.O) && (p.O == tl.nt || M <= 4 * tl.pmax);
   const int64_t wtile = hwio_in_place ? tl.nt : T * Cg * tl.nt;  // between channel tiles
   const int64_t w_row = hwio_in_place ? p.O : tl.nt;
   const int64_t w_tap = hwio_in_place ? p.C * p.O : Cg * tl.nt;
@@ -567,7 +570,7 @@ void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float
   float* yo = direct_out ? y.data : ws.get(WS_OUT, p.N * p.OH * p.OW * p.O);
   // Tiles of pmax consecutive output pixels in (n, oh, ow) order, wrapping across rows and
   // images (the output is dense NHWC, so only the input side needs a per-pixel offset).
-  const int64_t M = p.N * p.OH * p.OW, mtiles = ceil_div(M, tl.pmax);
+  const int64_t mtiles = ceil_div(M, tl.pmax);
   const int64_t tasks = G * tl.ntl * mtiles;
   const TileFn full = conv_tile_fn<true>(tl.nv, tl.pmax);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
