@@ -788,6 +788,159 @@ WgradFn wgrad_tile_fn(int nv, int i) {
   return nullptr;
 }
 
+// Weight gradient of a 3x3 stride-1 convolution by Winograd F(3x3, 2x2): the 3x3 kernel
+// gradient of one 2x2 tile of gy is the correlation of its 4x4 input tile with it, so
+//   dW = A^T [ sum over tiles (B^T d B) (.) (G g G^T) ] A,   with F(3, 2)'s matrices
+//   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 -1 0 1], G = [1 0; .5 .5; .5 -.5; 0 1],
+//   A^T = [1 1 1 0; 0 1 -1 0; 0 1 1 1].
+// The sum over tiles is, for each of the 16 positions xi, a GEMM Acc[xi] (C x O) +=
+// V[xi]^T (C x tiles) . Gt[xi] (tiles x O) reduced over tiles: the weight-gradient
+// microkernel's own shape. Tiles go in L2-sized blocks; the blocks are split into S parts
+// (S from the problem size, not the thread count) with private accumulators summed in part
+// order, so the result is the same for any number of threads.
+void wgrad_winograd(const ConvParams& p, const float* gyp, ConstView4 x, View4* gw,
+                    const Tiling& tl, int nthreads) {
+  Workspace& ws = workspace();
+  const int64_t C = p.C, O = p.O, Opad = tl.ntl * tl.nt;
+  const int64_t th = ceil_div(p.OH, 2), tw = ceil_div(p.OW, 2);
+  const int64_t Hp = 2 * th + 2, Wp = 2 * tw + 2;
+  float* xp = ws.get(WS_IN, p.N * Hp * Wp * C);
+  pack_padded_nhwc(x, p.pad_t, Hp - p.H - p.pad_t, p.pad_l, Wp - p.W - p.pad_l, 1, C, xp, nthreads);
+  const int64_t tiles = p.N * th * tw;
+  // Tiles per block: V and Gt in about 768 KiB (each block's GEMMs read and write the whole
+  // 16 x C x O accumulator once, so blocks must not be small).
+  int64_t TB = (768 * 1024 / 4) / (16 * (C + Opad));
+  TB = std::max<int64_t>(32, std::min<int64_t>(256, TB));
+  const int64_t blocks = ceil_div(tiles, TB), S = std::min<int64_t>(blocks, 4);
+  const int64_t acc_size = 16 * C * Opad, vsize = 16 * TB * C, gsize = 16 * TB * Opad;
+  float* acc = ws.get(WS_W, S * acc_size);
+  std::memset(acc, 0, sizeof(float) * S * acc_size);
+  float* scratch = ws.get(WS_OUT, nthreads * (vsize + gsize));
+  const int64_t IB = wgrad_rows_for(tl.nv);
+  int64_t* xoff = ws.get_index(C);
+  for (int64_t c = 0; c < C; ++c) xoff[c] = c;
+  const int64_t cv_end = C / VW * VW;
+  const vf half = vset1(0.5f), neg = vset1(-1.f);
+
+#pragma omp parallel num_threads(nthreads)
+  {
+    float* V = scratch + omp_get_thread_num() * (vsize + gsize);
+    float* Gt = V + vsize;
+#pragma omp for schedule(static)
+    for (int64_t part = 0; part < S; ++part) {
+      for (int64_t b = blocks * part / S; b < blocks * (part + 1) / S; ++b) {
+        const int64_t t0 = b * TB, nb = std::min(TB, tiles - t0);
+        for (int64_t t = 0; t < nb; ++t) {
+          const int64_t tile = t0 + t, n = tile / (th * tw), ti = (tile / tw) % th;
+          const int64_t tj = tile % tw;
+          // x tile -> V[xi][t][c] = B^T d B
+          const float* base = xp + ((n * Hp + 2 * ti) * Wp + 2 * tj) * C;
+          auto xform_x = [&](auto load, auto store) {
+            vf d[4][4], u[4][4];
+            for (int i = 0; i < 4; ++i)
+              for (int j = 0; j < 4; ++j) d[i][j] = load(i, j);
+            for (int j = 0; j < 4; ++j) {
+              u[0][j] = vfma(neg, d[2][j], d[0][j]);
+              u[1][j] = vadd(d[1][j], d[2][j]);
+              u[2][j] = vfma(neg, d[1][j], d[2][j]);
+              u[3][j] = vfma(neg, d[1][j], d[3][j]);
+            }
+            for (int i = 0; i < 4; ++i) {
+              store(i * 4 + 0, vfma(neg, u[i][2], u[i][0]));
+              store(i * 4 + 1, vadd(u[i][1], u[i][2]));
+              store(i * 4 + 2, vfma(neg, u[i][1], u[i][2]));
+              store(i * 4 + 3, vfma(neg, u[i][1], u[i][3]));
+            }
+          };
+          int64_t c = 0;
+          for (; c < cv_end; c += VW)
+            xform_x([&](int i, int j) { return vload(base + (i * Wp + j) * C + c); },
+                    [&](int xi, vf v) { vstore(V + (xi * TB + t) * C + c, v); });
+          if (c < C) {  // channel tail through a zero-padded vector
+            alignas(64) float dt[16][VW] = {}, ot[16][VW];
+            for (int i = 0; i < 16; ++i)
+              for (int64_t l = 0; l < C - c; ++l)
+                dt[i][l] = base[((i / 4) * Wp + i % 4) * C + c + l];
+            xform_x([&](int i, int j) { return vload(dt[i * 4 + j]); },
+                    [&](int xi, vf v) { vstore(ot[xi], v); });
+            for (int xi = 0; xi < 16; ++xi)
+              for (int64_t l = 0; l < C - c; ++l) V[(xi * TB + t) * C + c + l] = ot[xi][l];
+          }
+          // gy tile (zero past the edges) -> Gt[xi][t][o] = G g G^T
+          const int64_t oh = 2 * ti, ow = 2 * tj;
+          for (int64_t o = 0; o < Opad; o += VW) {
+            vf g[2][2];
+            for (int i = 0; i < 2; ++i)
+              for (int j = 0; j < 2; ++j)
+                g[i][j] = (oh + i < p.OH && ow + j < p.OW)
+                              ? vload(gyp + ((n * p.OH + oh + i) * p.OW + ow + j) * Opad + o)
+                              : vzero();
+            vf r[4][2];
+            for (int j = 0; j < 2; ++j) {
+              r[0][j] = g[0][j];
+              r[1][j] = vmul(half, vadd(g[0][j], g[1][j]));
+              r[2][j] = vmul(half, vfma(neg, g[1][j], g[0][j]));
+              r[3][j] = g[1][j];
+            }
+            for (int i = 0; i < 4; ++i) {
+              float* dst = Gt + (i * 4 * TB + t) * Opad + o;
+              vstore(dst, r[i][0]);
+              vstore(dst + TB * Opad, vmul(half, vadd(r[i][0], r[i][1])));
+              vstore(dst + 2 * TB * Opad, vmul(half, vfma(neg, r[i][1], r[i][0])));
+              vstore(dst + 3 * TB * Opad, r[i][1]);
+            }
+          }
+        }
+        // 16 GEMMs reduced over this block's tiles, into this part's accumulator
+        WgradArgs a;
+        a.row0 = 0;
+        a.row1 = 1;
+        a.OH = 1;
+        a.OW = nb;
+        a.x_img = 0;
+        a.x_row = 0;
+        a.x_pix = C;
+        a.g_pix = Opad;
+        a.acc_row = Opad;
+        for (int xi = 0; xi < 16; ++xi)
+          for (int64_t ot = 0; ot < tl.ntl; ++ot)
+            for (int64_t k0 = 0; k0 < C; k0 += IB) {
+              const int nk = static_cast<int>(std::min(IB, C - k0));
+              a.x = V + xi * TB * C;
+              a.xoff = xoff + k0;
+              a.gy = Gt + xi * TB * Opad + ot * tl.nt;
+              a.acc = acc + part * acc_size + (xi * C + k0) * Opad + ot * tl.nt;
+              wgrad_tile_fn<true>(tl.nv, nk)(a);
+            }
+      }
+    }
+  }
+  // Sum the parts in order and transform back: dW[o][c] (3x3) = A^T Acc[.][c][o] A.
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t o = 0; o < O; ++o) {
+      float m[16];
+      for (int xi = 0; xi < 16; ++xi) {
+        float sum = acc[(xi * C + c) * Opad + o];
+        for (int64_t part = 1; part < S; ++part)
+          sum += acc[part * acc_size + (xi * C + c) * Opad + o];
+        m[xi] = sum;
+      }
+      float r[3][4];
+      for (int j = 0; j < 4; ++j) {
+        r[0][j] = m[j] + m[4 + j] + m[8 + j];
+        r[1][j] = m[4 + j] - m[8 + j];
+        r[2][j] = m[4 + j] + m[8 + j] + m[12 + j];
+      }
+      for (int i = 0; i < 3; ++i) {
+        gw->at(o, c, i, 0) = r[i][0] + r[i][1] + r[i][2];
+        gw->at(o, c, i, 1) = r[i][1] - r[i][2];
+        gw->at(o, c, i, 2) = r[i][1] + r[i][2] + r[i][3];
+      }
+    }
+  }
+}
+
 void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, View4* gw,
                             float* gbias, int nthreads) {
   Workspace& ws = workspace();
@@ -824,6 +977,10 @@ void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, Vi
     }
   }
   if (!gw) return;
+  if (winograd_applies(p)) {
+    wgrad_winograd(p, gyp, x, gw, tl, nthreads);
+    return;
+  }
 
   const int64_t Hp = p.H + p.pad_t + p.pad_b, Wp = p.W + p.pad_l + p.pad_r;
   const float* xp = x.data;

@@ -204,11 +204,12 @@ WINOGRAD_CASES = [  # (N, C, H, W, O, padding): channel tails, odd sizes, 'valid
 
 @pytest.mark.parametrize("case", WINOGRAD_CASES, ids=[str(i) for i in range(5)])
 def test_winograd_matches_reference_and_direct(case, isa, rng):
-    """Winograd F(2x2, 3x3) forward and backward-data: against float64, within a few ulps of
-    the direct kernel, bias and fused ReLU included, identical for 1 and 2 threads."""
+    """Winograd forward and backward-data (F(2x2, 3x3)) and backward-weight (F(3x3, 2x2)):
+    against float64, forward within a few ulps of the direct kernel, bias and fused ReLU
+    included, identical for 1 and 2 threads."""
     n, c, h, w, o, p = case
     kk = (n, c, h, w, o, 3, 1, p, 1, 1)
-    x, wt, b, y_ref, gy, (gx_ref, _, _) = _data(kk, rng)
+    x, wt, b, y_ref, gy, (gx_ref, gw_ref, _) = _data(kk, rng)
     kw = dict(padding=p, data_format="NHWC")
     previous, previous_threads = pyconv.get_conv_algorithm(), pyconv.get_num_threads()
     try:
@@ -219,14 +220,14 @@ def test_winograd_matches_reference_and_direct(case, isa, rng):
         for threads in (1, 2):
             pyconv.set_num_threads(threads)
             y = F.conv2d(_to("NHWC", x), wt, b, **kw)
-            gx = F.conv2d_backward(_to("NHWC", gy), _to("NHWC", x), wt, **kw,
-                                   grad_weight=False, grad_bias=False)[0]  # fmt: skip
-            outs.append((y, gx))
-        np.testing.assert_array_equal(outs[0][0], outs[1][0])
-        np.testing.assert_array_equal(outs[0][1], outs[1][1])
-        y, gx = outs[1]
+            gx, gw, _ = F.conv2d_backward(_to("NHWC", gy), _to("NHWC", x), wt, **kw)
+            outs.append((y, gx, gw))
+        for one_thread, two_threads in zip(outs[0], outs[1]):
+            np.testing.assert_array_equal(one_thread, two_threads)
+        y, gx, gw = outs[1]
         assert_close(_from("NHWC", y), y_ref, name="y")
         assert_close(_from("NHWC", gx), gx_ref, name="grad_x")
+        assert_close(gw, gw_ref, name="grad_w")
         scale = np.abs(y_direct).max()
         assert np.abs(y - y_direct).max() <= 4e-6 * scale
         relu = F.conv2d(_to("NHWC", x), wt, b, **kw, activation="relu")
