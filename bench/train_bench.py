@@ -9,7 +9,7 @@ backend (when importable), same batch, same threads, one run.
 - ``--latency``: inference on one image (pyconv ``model.predict``, PyTorch ``net(x)`` in
   eval mode under no_grad), fastest of repeated calls, in ms.
 - ``--memory``: peak memory of training steps at the batch size, each library in a fresh
-  process: the high-water RSS after 3 steps minus the RSS once model and data exist.
+  process: the high-water RSS (VmHWM) after 3 steps minus the RSS once model and data exist.
 A benchmark, not a test: nothing asserts a speed.
 """
 
@@ -127,7 +127,11 @@ def _memory_child(library, name, batch, threads):
     base = _rss_kib()
     for _ in range(3):
         step()
-    print(json.dumps({"kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base}))
+    # VmHWM, not ru_maxrss: the latter survives exec, so a child of a big parent reports the
+    # parent's peak.
+    with open("/proc/self/status") as f:
+        hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    print(json.dumps({"kib": hwm - base}))
 
 
 def step_memory(name, batch, threads):
@@ -180,14 +184,13 @@ def main(argv=None):
             print(f"{name:<14}" + "".join(f"{v / 1024:>10.1f}" for v in mem.values()))
 
 
-def bench_network(name, ours, theirs, x, y, args) -> str:
-    """One table row: pyconv's and (if importable) PyTorch's training images/s."""
+def training_rates(name, ours, theirs, x, y, args):
+    """(pyconv images/s, PyTorch images/s or None) of full training steps."""
     model = ours()
     model.compile("adam", "sparse_categorical_crossentropy")
     ours_rate = best_rate(lambda: model.train_on_batch(x, y), args.batch, args.steps, args.repeats)
-    line = f"{name:<14}{ours_rate:>10.0f}"
     if torch is None:
-        return line
+        return ours_rate, None
     net = theirs()
     opt = torch.optim.Adam(net.parameters(), 1e-3)
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
@@ -198,7 +201,15 @@ def bench_network(name, ours, theirs, x, y, args) -> str:
         torch.nn.functional.cross_entropy(net(xt), yt).backward()
         opt.step()
 
-    theirs_rate = best_rate(torch_step, args.batch, args.steps, args.repeats)
+    return ours_rate, best_rate(torch_step, args.batch, args.steps, args.repeats)
+
+
+def bench_network(name, ours, theirs, x, y, args) -> str:
+    """One table row: pyconv's and (if importable) PyTorch's training images/s."""
+    ours_rate, theirs_rate = training_rates(name, ours, theirs, x, y, args)
+    line = f"{name:<14}{ours_rate:>10.0f}"
+    if theirs_rate is None:
+        return line
     return line + f"{theirs_rate:>10.0f}{ours_rate / theirs_rate:>7.2f}x"
 
 

@@ -521,8 +521,8 @@ class Model:
                 raise ValueError(
                     f"output_gradient must have the output's shape {y.shape}, got {seed.shape}"
                 )
+            out = next(e.output for e in tape if e.layer is target)
             grad = self._backward(tape, seed.copy(), fuse, stop_at=target)
-        out = next(e.output for e in tape if e.layer is target)
         return out, grad, y
 
     # --- summary ----------------------------------------------------------------------------
@@ -710,15 +710,22 @@ class Sequential(Model):
         return len(self._layers)
 
     def _backward(self, tape, dy, skip_activation, stop_at=None):
+        # Each entry is dropped from the tape once used (and the ones below the first layer
+        # that needs a backward at once), so a layer's saved activations are freed as soon
+        # as its gradient is done: lower peak memory, and their buffers serve the next
+        # gradients.
         last = len(tape) - 1
         if stop_at is not None:  # dL/d(output of stop_at): every layer above it, inputs too
             k = next(i for i, e in enumerate(tape) if e.layer is stop_at)
             for i in range(last, k, -1):
                 dy = backprop_layer(tape[i], dy, True, skip_activation and i == last)
+                tape[i] = None
             return dy
         first = self._first_layer_needing_backward()
+        tape[:first] = [None] * first
         for i in range(last, first - 1, -1):
             dy = backprop_layer(tape[i], dy, i > first, skip_activation and i == last)
+            tape[i] = None
         return None
 
     def get_config(self) -> dict:
