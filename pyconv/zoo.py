@@ -171,7 +171,7 @@ class Recipe:
 _DIGITS_AUG = dict(rotation_range=10, width_shift_range=0.1, height_shift_range=0.1, zoom_range=0.1)
 RECIPES = {
     "mnist_mlp": Recipe("mnist", 20, flatten_input=True),
-    "mnist_cnn": Recipe("mnist", 12, augment=_DIGITS_AUG),
+    "mnist_cnn": Recipe("mnist", 20, augment=_DIGITS_AUG),  # 12 epochs: 99.27%, 20: 99.42%
     "lenet5": Recipe("mnist", 12, augment=_DIGITS_AUG),
     "fashion_cnn": Recipe(
         "fashion_mnist",
