@@ -453,11 +453,11 @@ def bench_nets(threads, batch=128):
     args = _argparse.Namespace(batch=batch, steps=10, repeats=5)
     rng = np.random.default_rng(0)
     out = {"batch": batch, "train": {}, "latency": {}}
-    for name, (ours, theirs, shape) in train_bench.NETS.items():
+    for name, (_, _, shape) in train_bench.NETS.items():
         x = rng.random((batch, *shape), dtype=np.float32)
         y = rng.integers(0, 10, batch)
         settle()
-        out["train"][name] = train_bench.training_rates(name, ours, theirs, x, y, args)
+        out["train"][name] = train_bench.training_rates(name, x, y, args)
         settle()
         out["latency"][name] = train_bench.latency(name)
         print(f"{name}: training {out['train'][name]}, latency {out['latency'][name]}", flush=True)

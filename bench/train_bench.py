@@ -58,6 +58,27 @@ NETS = {"mnist_cnn": (zoo.mnist_cnn, torch_mnist_cnn, (28, 28, 1)),
         "cifar10_cnn": (zoo.cifar10_cnn, torch_cifar_cnn, (32, 32, 3))}  # fmt: skip
 
 
+def train_steps(library, name, x, y):
+    """A function running one full training step (forward, loss, backward, Adam) of the
+    network in pyconv or PyTorch on the batch x (NHWC), y."""
+    ours, theirs, _ = NETS[name]
+    if library == "pyconv":
+        model = ours()
+        model.compile("adam", "sparse_categorical_crossentropy")
+        return lambda: model.train_on_batch(x, y)
+    net = theirs()
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    yt = torch.from_numpy(y)
+
+    def step():
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(xt), yt).backward()
+        opt.step()
+
+    return step
+
+
 def best_rate(step, batch, steps, repeats):
     for _ in range(2):
         step()
@@ -103,27 +124,14 @@ def _rss_kib() -> int:
 
 def _memory_child(library, name, batch, threads):
     """Runs in a fresh process: prints the step's peak memory above the set-up, in KiB."""
-    ours, theirs, shape = NETS[name]
+    shape = NETS[name][2]
     rng = np.random.default_rng(0)
     x = rng.random((batch, *shape), dtype=np.float32)
     y = rng.integers(0, 10, batch)
-    if library == "pyconv":
-        pyconv.set_num_threads(threads)
-        model = ours()
-        model.compile("adam", "sparse_categorical_crossentropy")
-        step = lambda: model.train_on_batch(x, y)  # noqa: E731
-    else:
+    pyconv.set_num_threads(threads)
+    if torch is not None:
         torch.set_num_threads(threads)
-        net = theirs()
-        opt = torch.optim.Adam(net.parameters(), 1e-3)
-        xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-        yt = torch.from_numpy(y)
-
-        def step():
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(net(xt), yt).backward()
-            opt.step()
-
+    step = train_steps(library, name, x, y)
     base = _rss_kib()
     for _ in range(3):
         step()
@@ -167,10 +175,10 @@ def main(argv=None):
     print(f"batch {args.batch}, {args.threads} threads; images/s "
           f"(best of {args.repeats} x {args.steps} steps)")  # fmt: skip
     print(f"{'network':<14}{'pyconv':>10}{'pytorch':>10}{'ratio':>8}")
-    for name, (ours, theirs, shape) in NETS.items():
+    for name, (_, _, shape) in NETS.items():
         x = rng.random((args.batch, *shape), dtype=np.float32)
         y = rng.integers(0, 10, args.batch)
-        print(bench_network(name, ours, theirs, x, y, args))
+        print(bench_network(name, x, y, args))
     if args.latency:
         print("batch-1 inference latency, ms (fastest call)")
         for name in NETS:
@@ -184,29 +192,15 @@ def main(argv=None):
             print(f"{name:<14}" + "".join(f"{v / 1024:>10.1f}" for v in mem.values()))
 
 
-def training_rates(name, ours, theirs, x, y, args):
+def training_rates(name, x, y, args):
     """(pyconv images/s, PyTorch images/s or None) of full training steps."""
-    model = ours()
-    model.compile("adam", "sparse_categorical_crossentropy")
-    ours_rate = best_rate(lambda: model.train_on_batch(x, y), args.batch, args.steps, args.repeats)
-    if torch is None:
-        return ours_rate, None
-    net = theirs()
-    opt = torch.optim.Adam(net.parameters(), 1e-3)
-    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    yt = torch.from_numpy(y)
-
-    def torch_step():
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(xt), yt).backward()
-        opt.step()
-
-    return ours_rate, best_rate(torch_step, args.batch, args.steps, args.repeats)
+    rate = lambda lib: best_rate(train_steps(lib, name, x, y), args.batch, args.steps, args.repeats)  # noqa: E731
+    return rate("pyconv"), (rate("torch") if torch is not None else None)
 
 
-def bench_network(name, ours, theirs, x, y, args) -> str:
+def bench_network(name, x, y, args) -> str:
     """One table row: pyconv's and (if importable) PyTorch's training images/s."""
-    ours_rate, theirs_rate = training_rates(name, ours, theirs, x, y, args)
+    ours_rate, theirs_rate = training_rates(name, x, y, args)
     line = f"{name:<14}{ours_rate:>10.0f}"
     if theirs_rate is None:
         return line

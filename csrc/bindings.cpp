@@ -317,12 +317,18 @@ void affine_warp(const py::array& x, const py::array& mats, py::array& y, int fi
                                        nt);
 }
 
+// Element-wise kernels take C-contiguous float32 arrays of one size (any shape).
+void expect_flat(const py::array& a, const char* name, int64_t size, bool writeable,
+                 const char* size_of) {
+  if (!a.dtype().is(py::dtype::of<float>()) || !(a.flags() & py::array::c_style) ||
+      a.size() != size || (writeable && !a.writeable()))
+    fail(std::string(name) + " must be a " + (writeable ? "writeable " : "") +
+         "C-contiguous float32 array of " + size_of + "'s size");
+}
+
 void dropout(const py::array& x, double rate, uint64_t key, py::array& y) {
-  if (!x.dtype().is(py::dtype::of<float>()) || !(x.flags() & py::array::c_style))
-    fail("x must be a C-contiguous float32 array");
-  if (!y.dtype().is(py::dtype::of<float>()) || !(y.flags() & py::array::c_style) ||
-      !y.writeable() || y.size() != x.size())
-    fail("y must be a writeable C-contiguous float32 array of x's size");
+  expect_flat(x, "x", x.size(), false, "x");
+  expect_flat(y, "y", x.size(), true, "x");
   if (!(rate >= 0.0 && rate < 1.0)) fail("rate must be in [0, 1)");
   if (x.size() >= (int64_t{1} << 32)) fail("dropout handles fewer than 2**32 elements per call");
   // keep when hash >= threshold: P(keep) = 1 - threshold / 2^32 = 1 - rate (to 2^-32)
@@ -337,15 +343,9 @@ void dropout(const py::array& x, double rate, uint64_t key, py::array& y) {
 }
 
 void relu_backward(const py::array& dy, const py::array& y, py::array& dx) {
-  auto check = [&](const py::array& a, const char* name, bool writeable) {
-    if (!a.dtype().is(py::dtype::of<float>()) || !(a.flags() & py::array::c_style) ||
-        a.size() != y.size() || (writeable && !a.writeable()))
-      fail(std::string(name) + " must be a " + (writeable ? "writeable " : "") +
-           "C-contiguous float32 array of y's size");
-  };
-  check(dy, "grad_out", false);
-  check(y, "y", false);
-  check(dx, "grad_x", true);
+  expect_flat(dy, "grad_out", y.size(), false, "y");
+  expect_flat(y, "y", y.size(), false, "y");
+  expect_flat(dx, "grad_x", y.size(), true, "y");
   auto* dyp = static_cast<const float*>(dy.data());
   auto* yp = static_cast<const float*>(y.data());
   auto* dxp = static_cast<float*>(dx.mutable_data());
@@ -357,17 +357,11 @@ void relu_backward(const py::array& dy, const py::array& y, py::array& dx) {
 
 void adam_update(py::array& w, const py::array& g, py::array& m, py::array& v, OptArray& vhat,
                  double step, double beta_1, double beta_2, double eps) {
-  auto check = [&](const py::array& a, const char* name, bool writeable) {
-    if (!a.dtype().is(py::dtype::of<float>()) || !(a.flags() & py::array::c_style) ||
-        a.size() != w.size() || (writeable && !a.writeable()))
-      fail(std::string(name) + " must be a " + (writeable ? "writeable " : "") +
-           "C-contiguous float32 array of the parameter's size");
-  };
-  check(w, "w", true);
-  check(g, "g", false);
-  check(m, "m", true);
-  check(v, "v", true);
-  if (vhat) check(*vhat, "vhat", true);
+  expect_flat(w, "w", w.size(), true, "w");
+  expect_flat(g, "g", w.size(), false, "w");
+  expect_flat(m, "m", w.size(), true, "w");
+  expect_flat(v, "v", w.size(), true, "w");
+  if (vhat) expect_flat(*vhat, "vhat", w.size(), true, "w");
   auto* wp = static_cast<float*>(w.mutable_data());
   auto* gp = static_cast<const float*>(g.data());
   auto* mp = static_cast<float*>(m.mutable_data());

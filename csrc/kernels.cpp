@@ -365,26 +365,46 @@ void winograd_weights(ConstView4 w, const Tiling& tl, float* U, int nthreads) {
   }
 }
 
-// V = B^T d B on vectors of channels, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
-// d[i][j] at in + i*row + j*pix; v[xi] stored at out + xi*xi_stride.
-template <class Load, class Store>
+// V = B^T d B on vectors of channels. Forward (F(2x2, 3x3)):
+//   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1];
+// the weight gradient's F(3x3, 2x2) differs only in the sign of the last row: [0 -1 0 1].
+template <bool WGRAD, class Load, class Store>
 inline void winograd_input_tile(Load load, Store store) {
   vf d[4][4], t[4][4];
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < 4; ++j) d[i][j] = load(i, j);
   const vf neg = vset1(-1.f);
+  auto last = [&](vf a1, vf a3) { return WGRAD ? vfma(neg, a1, a3) : vfma(neg, a3, a1); };
   for (int j = 0; j < 4; ++j) {
     t[0][j] = vfma(neg, d[2][j], d[0][j]);
     t[1][j] = vadd(d[1][j], d[2][j]);
     t[2][j] = vfma(neg, d[1][j], d[2][j]);
-    t[3][j] = vfma(neg, d[3][j], d[1][j]);
+    t[3][j] = last(d[1][j], d[3][j]);
   }
   for (int i = 0; i < 4; ++i) {
     store(i * 4 + 0, vfma(neg, t[i][2], t[i][0]));
     store(i * 4 + 1, vadd(t[i][1], t[i][2]));
     store(i * 4 + 2, vfma(neg, t[i][1], t[i][2]));
-    store(i * 4 + 3, vfma(neg, t[i][3], t[i][1]));
+    store(i * 4 + 3, last(t[i][1], t[i][3]));
   }
+}
+
+// All C channels of the 4x4 input tile at `base` (pixel row stride Wp*C) -> out[xi * stride
+// + c]: whole vectors, then the channel tail through a zero-padded vector.
+template <bool WGRAD>
+void winograd_input_channels(const float* base, int64_t Wp, int64_t C, float* out, int64_t stride) {
+  int64_t c = 0;
+  for (; c + VW <= C; c += VW)
+    winograd_input_tile<WGRAD>([&](int i, int j) { return vload(base + (i * Wp + j) * C + c); },
+                               [&](int xi, vf v) { vstore(out + xi * stride + c, v); });
+  if (c == C) return;
+  alignas(64) float dt[16][VW] = {}, ot[16][VW];
+  for (int i = 0; i < 16; ++i)
+    for (int64_t l = 0; l < C - c; ++l) dt[i][l] = base[((i / 4) * Wp + i % 4) * C + c + l];
+  winograd_input_tile<WGRAD>([&](int i, int j) { return vload(dt[i * 4 + j]); },
+                             [&](int xi, vf v) { vstore(ot[xi], v); });
+  for (int xi = 0; xi < 16; ++xi)
+    for (int64_t l = 0; l < C - c; ++l) out[xi * stride + c + l] = ot[xi][l];
 }
 
 void conv2d_winograd(const ConvParams& p, ConstView4 x, ConstView4 w, const float* bias, bool relu,
@@ -413,7 +433,7 @@ void conv2d_winograd(const ConvParams& p, ConstView4 x, ConstView4 w, const floa
   const int64_t blocks = ceil_div(tiles, TB);
   const int64_t vsize = 16 * TB * C, msize = 16 * TB * Opad;
   float* scratch = ws.get(WS_AUX, nthreads * (vsize + msize));
-  const int64_t cv_end = C / VW * VW, ov_end = O / VW * VW;  // whole-vector channel ranges
+  const int64_t ov_end = O / VW * VW;  // output channels in whole vectors
   const int64_t in_off0 = 0, w_off0 = 0;
 
 #pragma omp parallel num_threads(nthreads)
@@ -427,29 +447,7 @@ void conv2d_winograd(const ConvParams& p, ConstView4 x, ConstView4 w, const floa
       for (int64_t t = 0; t < nb; ++t) {
         const int64_t tile = t0 + t, n = tile / (th * tw), ti = (tile / tw) % th, tj = tile % tw;
         const float* base = xp + ((n * Hp + 2 * ti) * Wp + 2 * tj) * C;
-        float* vt = V + t * C;
-        int64_t c = 0;
-        for (; c < cv_end; c += VW)
-          winograd_input_tile([&](int i, int j) { return vload(base + (i * Wp + j) * C + c); },
-                              [&](int xi, vf v) { vstore(vt + xi * TB * C + c, v); });
-        for (; c < C; ++c) {  // channel tail, one lane at a time
-          alignas(64) float d1[16], o1[16];
-          for (int i = 0; i < 16; ++i) d1[i] = base[((i / 4) * Wp + i % 4) * C + c];
-          float t1[4][4];
-          for (int j = 0; j < 4; ++j) {
-            t1[0][j] = d1[j] - d1[8 + j];
-            t1[1][j] = d1[4 + j] + d1[8 + j];
-            t1[2][j] = d1[8 + j] - d1[4 + j];
-            t1[3][j] = d1[4 + j] - d1[12 + j];
-          }
-          for (int i = 0; i < 4; ++i) {
-            o1[i * 4 + 0] = t1[i][0] - t1[i][2];
-            o1[i * 4 + 1] = t1[i][1] + t1[i][2];
-            o1[i * 4 + 2] = t1[i][2] - t1[i][1];
-            o1[i * 4 + 3] = t1[i][1] - t1[i][3];
-          }
-          for (int xi = 0; xi < 16; ++xi) vt[xi * TB * C + c] = o1[xi];
-        }
+        winograd_input_channels<false>(base, Wp, C, V + t * C, TB * C);
       }
       // 2. sixteen GEMMs M[xi] (nb x Opad) = V[xi] (nb x C) . U[xi] (C x Opad)
       TileArgs a;
@@ -819,7 +817,6 @@ void wgrad_winograd(const ConvParams& p, const float* gyp, ConstView4 x, View4* 
   const int64_t IB = wgrad_rows_for(tl.nv);
   int64_t* xoff = ws.get_index(C);
   for (int64_t c = 0; c < C; ++c) xoff[c] = c;
-  const int64_t cv_end = C / VW * VW;
   const vf half = vset1(0.5f), neg = vset1(-1.f);
 
 #pragma omp parallel num_threads(nthreads)
@@ -835,37 +832,7 @@ void wgrad_winograd(const ConvParams& p, const float* gyp, ConstView4 x, View4* 
           const int64_t tj = tile % tw;
           // x tile -> V[xi][t][c] = B^T d B
           const float* base = xp + ((n * Hp + 2 * ti) * Wp + 2 * tj) * C;
-          auto xform_x = [&](auto load, auto store) {
-            vf d[4][4], u[4][4];
-            for (int i = 0; i < 4; ++i)
-              for (int j = 0; j < 4; ++j) d[i][j] = load(i, j);
-            for (int j = 0; j < 4; ++j) {
-              u[0][j] = vfma(neg, d[2][j], d[0][j]);
-              u[1][j] = vadd(d[1][j], d[2][j]);
-              u[2][j] = vfma(neg, d[1][j], d[2][j]);
-              u[3][j] = vfma(neg, d[1][j], d[3][j]);
-            }
-            for (int i = 0; i < 4; ++i) {
-              store(i * 4 + 0, vfma(neg, u[i][2], u[i][0]));
-              store(i * 4 + 1, vadd(u[i][1], u[i][2]));
-              store(i * 4 + 2, vfma(neg, u[i][1], u[i][2]));
-              store(i * 4 + 3, vfma(neg, u[i][1], u[i][3]));
-            }
-          };
-          int64_t c = 0;
-          for (; c < cv_end; c += VW)
-            xform_x([&](int i, int j) { return vload(base + (i * Wp + j) * C + c); },
-                    [&](int xi, vf v) { vstore(V + (xi * TB + t) * C + c, v); });
-          if (c < C) {  // channel tail through a zero-padded vector
-            alignas(64) float dt[16][VW] = {}, ot[16][VW];
-            for (int i = 0; i < 16; ++i)
-              for (int64_t l = 0; l < C - c; ++l)
-                dt[i][l] = base[((i / 4) * Wp + i % 4) * C + c + l];
-            xform_x([&](int i, int j) { return vload(dt[i * 4 + j]); },
-                    [&](int xi, vf v) { vstore(ot[xi], v); });
-            for (int xi = 0; xi < 16; ++xi)
-              for (int64_t l = 0; l < C - c; ++l) V[(xi * TB + t) * C + c + l] = ot[xi][l];
-          }
+          winograd_input_channels<true>(base, Wp, C, V + t * C, TB * C);
           // gy tile (zero past the edges) -> Gt[xi][t][o] = G g G^T
           const int64_t oh = 2 * ti, ow = 2 * tj;
           for (int64_t o = 0; o < Opad; o += VW) {
