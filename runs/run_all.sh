@@ -10,7 +10,7 @@ run() {  # name, then pyconv train arguments
   pyconv train "$@" --data-dir "$DATA" --out "runs/$name.pyconv" --resume --verbose 2 \
     >> "runs/$name.out" 2>&1
 }
-run mnist_cnn --model mnist_cnn --dataset mnist --augment
+run mnist_cnn --model mnist_cnn --dataset mnist --augment --epochs 12
 run fashion_cnn --model fashion_cnn --dataset fashion_mnist --augment
 run mnist_cnn_e20 --model mnist_cnn --dataset mnist --augment --epochs 20
 run cifar10_cnn --model cifar10_cnn --dataset cifar10 --augment
