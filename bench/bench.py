@@ -342,7 +342,8 @@ def render(rows, pools, scaling, peak, threads, command, nets=None):
         return "**met**" if ok else "**not met**"
 
     if torch is not None:
-        for ps, goal in (("forward", 1.2), ("backward-data", 1.0), ("backward-weight", 1.0)):
+        goals = (("forward", 1.2), ("backward-data", 1.0), ("backward-weight", 1.0))
+        for ps, goal in goals if big else ():  # --quick may leave a group of shapes empty
             vs_t = [r[("pyconv", ps)] / r[("torch", ps)] for r in big]
             low = [f"{r['shape'][0]} {v:.2f}x" for r, v in zip(big, vs_t) if v < 0.9]
             ok = geomean(vs_t) >= goal and (ps != "forward" or not low)
@@ -368,7 +369,7 @@ def render(rows, pools, scaling, peak, threads, command, nets=None):
                 )
             )
         )
-        for ps in PASSES:
+        for ps in PASSES if first else ():
             vs_t = [r[("pyconv", ps)] / r[("torch", ps)] for r in first]
             lines.append(
                 f"- first layers (1-3 input channels) and 1x1, {ps}: "
