@@ -535,12 +535,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="4 shapes, for a smoke run")
     parser.add_argument("--threads", type=int, default=pyconv.get_num_threads())
+    parser.add_argument(
+        "--shapes", default=None, help="only these table rows: comma-separated name prefixes"
+    )
     parser.add_argument("--out", default=None, help="write the markdown report here")
     parser.add_argument("--plots", action="store_true", help="save bench/conv_forward.png")
     args = parser.parse_args(argv)
     pyconv.set_num_threads(args.threads)
     command = "python bench/bench.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
     shapes = [s for s in SHAPES if not args.quick or s[0] in QUICK]
+    if args.shapes:
+        prefixes = [p.strip() for p in args.shapes.split(",")]
+        shapes = [s for s in shapes if any(s[0].startswith(p) for p in prefixes)]
+        args.quick = True  # a partial table: no pooling, scaling or network sections
 
     peak = measure_peak(args.threads)
     print(f"peak: {peak[0]:.1f} GFLOP/s/core, {peak[1]:.1f} GFLOP/s on {args.threads} threads")

@@ -45,8 +45,13 @@ def _data_format(data_format) -> str:
     return _FORMATS[data_format.upper()]
 
 
+_FLOAT32 = np.dtype(np.float32)
+
+
 def _float32(a, name: str) -> np.ndarray:
     """Any real numeric array-like -> float32 ndarray (views kept when already float32)."""
+    if type(a) is np.ndarray and a.dtype == _FLOAT32 and a.flags.c_contiguous:
+        return a  # the common case, checked first: a layer's calls are ~2 us of Python each
     if a is None or isinstance(a, (str, bytes, dict, set)):
         raise TypeError(f"{name} must be an array, got {type(a).__name__}")
     try:
@@ -110,6 +115,30 @@ def _check_shape(view: np.ndarray, expected, name: str, fmt: str) -> None:
         want = (n, h, w, c) if fmt == "NHWC" else (n, c, h, w)
         got = view.transpose(0, 2, 3, 1).shape if fmt == "NHWC" else view.shape
         raise ValueError(f"{name} must have shape {want} {_AXES[fmt]}, got {tuple(got)}")
+
+
+def _type_signature(v):
+    return tuple(map(_type_signature, v)) if type(v) is tuple else v.__class__
+
+
+_GEOMETRIES: dict = {}
+
+
+def _geometry(cls, shapes, *args):
+    """cls(*shapes, *args), remembered per argument values (and their types, so that 1.0 is
+    still rejected after 1 was accepted): validation and shape arithmetic cost several
+    microseconds of Python per call, and a network repeats the same few geometries."""
+    try:
+        key = (cls, shapes, args, _type_signature(args))
+        geo = _GEOMETRIES.get(key)
+    except TypeError:  # unhashable arguments (lists): validated every time
+        return cls(*shapes, *args)
+    if geo is None:
+        geo = cls(*shapes, *args)
+        if len(_GEOMETRIES) >= 1024:
+            _GEOMETRIES.clear()
+        _GEOMETRIES[key] = geo
+    return geo
 
 
 class _ConvGeometry:
@@ -177,7 +206,7 @@ def conv2d(
     fmt = _data_format(data_format)
     _, xv = _activation(x, "x", fmt)
     wv = _weight(w, weight_format)
-    geo = _ConvGeometry(xv.shape, wv.shape, stride, padding, dilation, groups)
+    geo = _geometry(_ConvGeometry, (xv.shape, wv.shape), stride, padding, dilation, groups)
     b = None
     if bias is not None:
         b = _float32(bias, "bias")
@@ -212,7 +241,7 @@ def conv2d_backward(
     fmt = _data_format(data_format)
     _, xv = _activation(x, "x", fmt)
     wv = _weight(w, weight_format)
-    geo = _ConvGeometry(xv.shape, wv.shape, stride, padding, dilation, groups)
+    geo = _geometry(_ConvGeometry, (xv.shape, wv.shape), stride, padding, dilation, groups)
     _, gyv = _activation(grad_out, "grad_out", fmt)
     _check_shape(gyv, geo.out_shape, "grad_out", fmt)
     gx = gw = gb = None
@@ -269,7 +298,7 @@ class _PoolGeometry:
 def _pool_setup(x, kernel_size, stride, padding, ceil_mode, data_format):
     fmt = _data_format(data_format)
     _, xv = _activation(x, "x", fmt)
-    return fmt, xv, _PoolGeometry(xv.shape, kernel_size, stride, padding, ceil_mode)
+    return fmt, xv, _geometry(_PoolGeometry, (xv.shape,), kernel_size, stride, padding, ceil_mode)
 
 
 def _pool_grad_out(grad_out, geo, fmt):

@@ -256,3 +256,47 @@ def test_auto_uses_winograd_only_where_it_pays(rng):
             pyconv.set_conv_algorithm("fft")
     finally:
         pyconv.set_conv_algorithm(previous)
+
+
+@pytest.mark.parametrize("m_shape", [(1, 1, 1), (2, 1, 1), (1, 1, 2)], ids=["n1", "n2", "w2"])
+@pytest.mark.parametrize("c,o", [(9216, 128), (300, 10), (7, 257), (1, 1)])
+def test_small_m_matmul_path(m_shape, c, o, isa, rng):
+    """A Dense layer at batch 1 or 2 (1x1 conv over <= 2 pixels, NHWC, HWIO) takes the
+    row-blocked matmul: bias, fused ReLU, NaN kept, column tails, any thread count."""
+    n, h, w = m_shape
+    x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+    wt = rng.standard_normal((1, 1, c, o)).astype(np.float32)
+    b = rng.standard_normal(o).astype(np.float32)
+    want = np.einsum("nhwc,co->nhwo", x.astype(np.float64), wt[0, 0].astype(np.float64)) + b
+    kw = dict(data_format="NHWC", weight_format="HWIO")
+    results = []
+    for threads in (1, 2):
+        pyconv.set_num_threads(threads)
+        y = F.conv2d(x, wt, b, **kw)
+        assert_close(y, want, rtol=2e-5)
+        yr = F.conv2d(x, wt, b, activation="relu", **kw)
+        np.testing.assert_array_equal(yr, np.maximum(y, 0))
+        results.append(y)
+    pyconv.set_num_threads(2)
+    np.testing.assert_array_equal(results[0], results[1])
+    xn = x.copy()
+    xn.flat[0] = np.nan  # pixel 0, channel 0: every output of pixel 0 is NaN, relu or not
+    yn = F.conv2d(xn, wt, b, activation="relu", **kw)
+    assert np.isnan(yn[0, 0, 0]).all()
+    assert not np.isnan(yn.reshape(-1, o)[1:]).any()
+
+
+def test_geometry_cache_keeps_validating(rng):
+    """Geometries are memoized per argument values and types: a float stride is rejected
+    even after the same int stride was accepted, and a bad padding after a good one."""
+    x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    for _ in range(2):
+        assert F.conv2d(x, w, stride=2).shape == (1, 3, 2, 2)
+        with pytest.raises((TypeError, ValueError), match="stride"):
+            F.conv2d(x, w, stride=2.0)
+        with pytest.raises(ValueError, match="stride"):
+            F.conv2d(x, w, stride=0)
+        with pytest.raises((TypeError, ValueError), match="padding"):
+            F.conv2d(x, w, padding=(1.0, 1))
+        assert F.conv2d(x, w, padding=[1, 1]).shape == (1, 3, 6, 6)  # unhashable: no cache

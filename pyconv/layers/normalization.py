@@ -101,10 +101,10 @@ class BatchNormalization(Layer):
         gamma, beta = self._gamma_beta()
         if not training or not self.trainable:  # inference: y = x * scale + shift
             mm, mv = self.moving_mean.value, self.moving_variance.value
-            scale = 1.0 / np.sqrt(mv.astype(np.float64) + self.epsilon)
-            if gamma is not None:
-                scale = scale * gamma
-            shift = -mm * scale + (0.0 if beta is None else beta)
+            scale = np.sqrt(mv + np.float32(self.epsilon))  # float32 throughout, as Keras
+            np.divide(1.0 if gamma is None else gamma, scale, out=scale)
+            shift = mm * scale
+            np.subtract(0.0 if beta is None else beta, shift, out=shift)
             y = functional.channel_affine(rows, scale, shift)
             return self._restore(y, x.shape, axis), (rows, mm.copy(), mv.copy(), False, axis)
         y, mean, var = functional.batch_norm(rows, gamma, beta, self.epsilon)
