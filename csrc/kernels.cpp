@@ -290,6 +290,30 @@ void pack_weights(ConstView4 w, int64_t G, const Tiling& tl, bool transposed, fl
   const int64_t Og = w.n / G, Cg = w.c, T = w.h * w.w;
   const int64_t lanes = transposed ? Cg : Og, rows = transposed ? Og : Cg;
   const int64_t wtile = T * rows * tl.nt;
+  auto source = [&](int64_t g, int64_t r, int64_t lane, int64_t t) {
+    return transposed ? w.at(g * Og + r, lane, t / w.w, t % w.w)
+                      : w.at(g * Og + lane, r, t / w.w, t % w.w);
+  };
+  if ((transposed ? w.sc : w.sn) == 1) {
+    // Lanes contiguous in the source (Keras's HWIO kernel): read each (tap, row) run of
+    // lanes once, front to back, and deal it out to the tiles. Walking tile by tile instead
+    // read 64 bytes from every 2 KB row of a 512x512 layer's 9.4 MB, a TLB miss per row
+    // (half of a batch-1 convolution's time).
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t job = 0; job < G * rows; ++job) {
+      const int64_t r = job % rows, g = job / rows;
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t tile = 0; tile < tl.ntl; ++tile) {
+          float* dt = dst + (g * tl.ntl + tile) * wtile + (t * rows + r) * tl.nt;
+          const int64_t valid = std::min(tl.nt, lanes - tile * tl.nt);
+          for (int64_t l = 0; l < valid; ++l) dt[l] = source(g, r, tile * tl.nt + l, t);
+          for (int64_t l = valid; l < tl.nt; ++l) dt[l] = 0.f;
+        }
+    }
+    return;
+  }
+  // Lanes strided (OIHW): each lane's (row, tap) values are contiguous, so walk a tile's
+  // lanes side by side down the rows.
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t job = 0; job < G * tl.ntl * rows; ++job) {
     const int64_t r = job % rows, tile = (job / rows) % tl.ntl, g = job / (rows * tl.ntl);
@@ -297,11 +321,7 @@ void pack_weights(ConstView4 w, int64_t G, const Tiling& tl, bool transposed, fl
     const int64_t valid = std::min(tl.nt, lanes - tile * tl.nt);
     for (int64_t t = 0; t < T; ++t) {
       float* dt = d + t * rows * tl.nt;
-      for (int64_t l = 0; l < valid; ++l) {
-        const int64_t lane = tile * tl.nt + l;
-        dt[l] = transposed ? w.at(g * Og + r, lane, t / w.w, t % w.w)
-                           : w.at(g * Og + lane, r, t / w.w, t % w.w);
-      }
+      for (int64_t l = 0; l < valid; ++l) dt[l] = source(g, r, tile * tl.nt + l, t);
       for (int64_t l = valid; l < tl.nt; ++l) dt[l] = 0.f;
     }
   }
