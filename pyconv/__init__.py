@@ -10,6 +10,7 @@ from __future__ import annotations
 import os as _os
 
 from . import _core
+from ._shapes import as_int as _as_int
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,8 @@ def set_isa(name: str) -> None:
     """
     if not isinstance(name, str):
         raise TypeError(f"isa name must be a str, got {type(name).__name__}")
+    if name not in _ISAS:  # checked here too: the core reads it as a C string ("avx2\0x")
+        raise ValueError(f"isa must be one of 'avx512', 'avx2', 'generic', got {name!r}")
     _core.set_isa(name)
 
 
@@ -41,12 +44,18 @@ def get_num_threads() -> int:
     return _core.get_num_threads()
 
 
+# OpenMP starts every thread asked for, and a failed thread start ends the process: far more
+# threads than any machine has cores is refused instead.
+MAX_THREADS = 1024
+
+
 def set_num_threads(n: int) -> None:
-    """Use ``n`` >= 1 threads in every following op (takes effect at the next call)."""
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"num_threads must be an int, got {type(n).__name__}")
+    """Use ``n`` threads (1 to MAX_THREADS = 1024) in every following op (from the next call)."""
+    n = _as_int(n, "num_threads")
     if n < 1:
         raise ValueError(f"num_threads must be >= 1, got {n}")
+    if n > MAX_THREADS:
+        raise ValueError(f"num_threads must be <= {MAX_THREADS}, got {n}")
     _core.set_num_threads(n)
 
 
@@ -71,11 +80,10 @@ def set_buffer_cache_limit(nbytes: int) -> None:
     of a training step). Idle buffers count toward the process's memory until reused or
     released.
     """
-    if isinstance(nbytes, bool) or not isinstance(nbytes, int):
-        raise TypeError(f"nbytes must be an int, got {type(nbytes).__name__}")
+    nbytes = _as_int(nbytes, "nbytes")
     if nbytes < 0:
         raise ValueError(f"nbytes must be >= 0, got {nbytes}")
-    _core.set_buffer_cache_limit(nbytes)
+    _core.set_buffer_cache_limit(min(nbytes, 2**63 - 1))  # beyond: no limit either way
 
 
 def buffer_cache_info() -> dict:

@@ -2,10 +2,47 @@
 
 from __future__ import annotations
 
+import math
 import operator
+import os
+
+import numpy as np
 
 # (top, bottom, left, right)
 Pads = tuple[int, int, int, int]
+
+# The largest stride, kernel size, dilation or padding accepted: every index the C++ core
+# computes from them then fits easily in its int64 arithmetic.
+MAX_DIM = 2**31 - 1
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX: no known bound
+        return 2**48
+
+
+# An array (or workspace) larger than the machine's RAM cannot be computed on: such a
+# request (a huge broadcast view, an absurd padding) is refused before anything is allocated.
+MEMORY_BYTES = _physical_memory()
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.3g} GiB"
+
+
+def check_size(count: int, what: str) -> None:
+    """Raise ValueError if ``count`` float32 values (described by ``what``) exceed the RAM."""
+    if count * 4 > MEMORY_BYTES:
+        raise ValueError(
+            f"{what} would need {count} float32 values ({_gib(count * 4)}), more than this "
+            f"machine's memory ({_gib(MEMORY_BYTES)})"
+        )
+
+
+def size_of(shape) -> int:
+    return math.prod(int(d) for d in shape)
 
 
 def as_int(value, name: str) -> int:
@@ -18,8 +55,27 @@ def as_int(value, name: str) -> int:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
 
 
-def pair(value, name: str, minimum: int) -> tuple[int, int]:
-    """An int or a pair of ints, each >= minimum."""
+def flag(value, name: str) -> bool:
+    """A boolean argument: True/False (or NumPy's); a str such as "no" is an error, not True."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+
+
+def real(value, name: str) -> float:
+    """A real-number argument (Python or NumPy int/float, not bool, str or complex)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float range
+        raise ValueError(f"{name} is too large, got {value!r}") from None
+
+
+def pair(value, name: str, minimum: int, maximum: int = MAX_DIM) -> tuple[int, int]:
+    """An int or a pair of ints, each in [minimum, maximum]."""
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
@@ -29,6 +85,8 @@ def pair(value, name: str, minimum: int) -> tuple[int, int]:
         out = (v, v)
     if min(out) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    if max(out) > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value!r}")
     return out
 
 
@@ -41,11 +99,18 @@ def conv_output_size(size, kernel_size, stride=1, padding=0, dilation=1) -> int:
     size, k = as_int(size, "size"), as_int(kernel_size, "kernel_size")
     s, d = as_int(stride, "stride"), as_int(dilation, "dilation")
     if isinstance(padding, (tuple, list)):
+        if len(padding) != 2:
+            raise ValueError(f"padding must be an int or a (lo, hi) pair, got {padding!r}")
         lo, hi = (as_int(p, "padding") for p in padding)
     else:
         lo = hi = as_int(padding, "padding")
+    if size < 0:
+        raise ValueError(f"size must be >= 0, got {size}")
     if k < 1 or s < 1 or d < 1 or lo < 0 or hi < 0:
-        raise ValueError("kernel_size, stride and dilation must be >= 1 and padding >= 0")
+        raise ValueError(
+            f"kernel_size, stride and dilation must be >= 1 and padding >= 0, got "
+            f"kernel_size={k}, stride={s}, dilation={d}, padding={padding!r}"
+        )
     return (size + lo + hi - d * (k - 1) - 1) // s + 1
 
 

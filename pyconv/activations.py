@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import functional
+from ._shapes import real
 
 
 class Activation:
@@ -38,9 +39,9 @@ class Relu(Activation):
     name = "relu"
 
     def __init__(self, negative_slope=0.0, max_value=None):
-        if not np.isfinite(negative_slope) or negative_slope < 0:
+        if not np.isfinite(real(negative_slope, "negative_slope")) or negative_slope < 0:
             raise ValueError(f"negative_slope must be >= 0, got {negative_slope!r}")
-        if max_value is not None and not max_value > 0:
+        if max_value is not None and not real(max_value, "max_value") > 0:
             raise ValueError(f"max_value must be > 0 or None, got {max_value!r}")
         self.negative_slope = float(negative_slope)
         self.max_value = None if max_value is None else float(max_value)
@@ -94,7 +95,9 @@ class Elu(Activation):
     name = "elu"
 
     def __init__(self, alpha=1.0):
-        self.alpha = float(alpha)
+        self.alpha = real(alpha, "alpha")
+        if not np.isfinite(self.alpha):
+            raise ValueError(f"alpha must be finite, got {alpha!r}")
 
     def forward(self, z):
         neg = z < 0
@@ -182,8 +185,15 @@ def get(identifier) -> Activation:
         return identifier
     if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
         return _BY_NAME[identifier.lower()]()
-    if isinstance(identifier, dict) and identifier.get("name") in _BY_NAME:
-        return _BY_NAME[identifier["name"]](**identifier.get("config", {}))
+    if (
+        isinstance(identifier, dict)
+        and isinstance(identifier.get("name"), str)
+        and (identifier["name"] in _BY_NAME)
+    ):
+        config = identifier.get("config", {})
+        if not isinstance(config, dict):
+            raise TypeError(f"activation config must be a dict, got {config!r}")
+        return _BY_NAME[identifier["name"]](**config)
     raise ValueError(f"unknown activation {identifier!r}; use one of {', '.join(sorted(_BY_NAME))}")
 
 

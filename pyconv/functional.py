@@ -13,7 +13,17 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._shapes import as_int, conv_output_size, pair, pool_output_size, resolve_padding
+from ._shapes import (
+    as_int,
+    check_size,
+    conv_output_size,
+    flag,
+    pair,
+    pool_output_size,
+    real,
+    resolve_padding,
+    size_of,
+)
 
 __all__ = [
     "conv2d",
@@ -50,7 +60,7 @@ _FLOAT32 = np.dtype(np.float32)
 
 def _float32(a, name: str) -> np.ndarray:
     """Any real numeric array-like -> float32 ndarray (views kept when already float32)."""
-    if type(a) is np.ndarray and a.dtype == _FLOAT32 and a.flags.c_contiguous:
+    if type(a) is np.ndarray and a.dtype == _FLOAT32 and a.flags.c_contiguous and a.flags.aligned:
         return a  # the common case, checked first: a layer's calls are ~2 us of Python each
     if a is None or isinstance(a, (str, bytes, dict, set)):
         raise TypeError(f"{name} must be an array, got {type(a).__name__}")
@@ -58,13 +68,14 @@ def _float32(a, name: str) -> np.ndarray:
         arr = np.asarray(a)
     except (TypeError, ValueError) as e:
         raise TypeError(f"{name} must be an array of numbers: {e}") from None
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.issubdtype(
-        arr.dtype, np.complexfloating
-    ):
+    if arr.dtype.kind not in "biuf":  # not complex, object, str, datetime/timedelta, records
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    # A (broadcast) view larger than the RAM: the copy below, or the core's packed copy of
+    # it, could never be made.
+    check_size(arr.size, f"{name} of shape {arr.shape}")
     arr = arr.astype(np.float32, copy=False)
-    if any(s % arr.itemsize for s in arr.strides):
-        arr = np.ascontiguousarray(arr)
+    if any(s % arr.itemsize for s in arr.strides) or not arr.flags.aligned:
+        arr = np.ascontiguousarray(arr)  # the core reads whole, aligned floats
     return arr
 
 
@@ -92,12 +103,30 @@ def _weight(w, weight_format) -> np.ndarray:
     return arr.transpose(3, 2, 0, 1) if wf == "HWIO" else arr
 
 
+def _contiguous(a: np.ndarray) -> np.ndarray:
+    """C-contiguous, keeping the shape (np.ascontiguousarray makes 0-d arrays 1-d)."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
 def _aligned_empty(shape) -> np.ndarray:
     """A new float32 array for an op's output: 64-byte aligned (the kernels store whole cache
     lines; NumPy only promises 16 bytes) and drawn from the core's buffer cache, so a training
     step's same-sized outputs reuse memory that is already mapped instead of paying the OS's
     page faults on fresh memory every step (see pyconv.set_buffer_cache_limit)."""
-    return _core.empty([int(d) for d in shape])
+    shape = [int(d) for d in shape]
+    check_size(size_of(shape), f"an output of shape {tuple(shape)}")
+    try:
+        return _core.empty(shape)
+    except MemoryError:
+        raise MemoryError(f"out of memory for an output of shape {tuple(shape)}") from None
+
+
+def _out_of_memory(op: str, xshape, padding) -> MemoryError:
+    """What a core kernel's failed workspace allocation ("std::bad_alloc") becomes."""
+    return MemoryError(
+        f"out of memory for the workspace of {op} (x shape {tuple(xshape)} NCHW, "
+        f"padding={padding!r})"
+    )
 
 
 def _empty(fmt: str, n: int, c: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -173,6 +202,18 @@ class _ConvGeometry:
                 f"({h + t + b}x{w + l + r}) for x shape {tuple(xshape)} NCHW"
             )
         self.out_shape = (n, o, oh, ow)
+        # The core packs the padded input into one workspace, and writes the output: both
+        # must fit in memory (an absurd padding is refused here, not by the allocator).
+        check_size(
+            n * c * (h + t + b) * (w + l + r),
+            f"the padded input ({h + t + b}x{w + l + r}, padding={padding!r}) for x shape "
+            f"{tuple(xshape)} NCHW",
+        )
+        check_size(
+            n * o * oh * ow,
+            f"the output of shape {self.out_shape} NCHW (x shape {tuple(xshape)}, w shape "
+            f"{tuple(wshape)}, padding={padding!r})",
+        )
 
     def args(self):
         return (*self.stride, *self.pads, *self.dilation, self.groups)
@@ -214,7 +255,10 @@ def conv2d(
             raise ValueError(f"bias must have shape ({wv.shape[0]},), got {b.shape}")
         b = np.ascontiguousarray(b)
     y, yv = _empty(fmt, *geo.out_shape)
-    _core.conv2d_forward(xv, wv, b, yv, *geo.args(), activation == "relu")
+    try:
+        _core.conv2d_forward(xv, wv, b, yv, *geo.args(), activation == "relu")
+    except MemoryError:
+        raise _out_of_memory("conv2d", xv.shape, padding) from None
     return y
 
 
@@ -238,6 +282,9 @@ def conv2d_backward(
     Each is computed on its own: grad_x needs only w (x for its shape), grad_w and grad_bias
     need x and grad_out.
     """
+    grad_input = flag(grad_input, "grad_input")
+    grad_weight = flag(grad_weight, "grad_weight")
+    grad_bias = flag(grad_bias, "grad_bias")
     fmt = _data_format(data_format)
     _, xv = _activation(x, "x", fmt)
     wv = _weight(w, weight_format)
@@ -247,7 +294,10 @@ def conv2d_backward(
     gx = gw = gb = None
     if grad_input:
         gx, gxv = _empty(fmt, *xv.shape)
-        _core.conv2d_backward_data(gyv, wv, gxv, *geo.args())
+        try:
+            _core.conv2d_backward_data(gyv, wv, gxv, *geo.args())
+        except MemoryError:
+            raise _out_of_memory("conv2d_backward", xv.shape, padding) from None
     if grad_weight or grad_bias:
         gwv = None
         if grad_weight:
@@ -258,7 +308,10 @@ def conv2d_backward(
             else:
                 gw = gwv = np.empty((o, cg, kh, kw), np.float32)
         gb = np.empty(wv.shape[0], np.float32) if grad_bias else None
-        _core.conv2d_backward_weight(gyv, xv, gwv, gb, *geo.args())
+        try:
+            _core.conv2d_backward_weight(gyv, xv, gwv, gb, *geo.args())
+        except MemoryError:
+            raise _out_of_memory("conv2d_backward", xv.shape, padding) from None
     return gx, gw, gb
 
 
@@ -272,8 +325,7 @@ class _PoolGeometry:
         n, c, h, w = xshape
         self.kernel = pair(kernel_size, "kernel_size", 1)
         self.stride = self.kernel if stride is None else pair(stride, "stride", 1)
-        if not isinstance(ceil_mode, (bool, np.bool_)):
-            raise TypeError(f"ceil_mode must be a bool, got {type(ceil_mode).__name__}")
+        flag(ceil_mode, "ceil_mode")
         if not isinstance(padding, str):
             ph, pw = pair(padding, "padding", 0)
             if ph > self.kernel[0] // 2 or pw > self.kernel[1] // 2:
@@ -336,9 +388,10 @@ def avg_pool2d(
     data_format="NCHW",
 ):
     """Average pooling with PyTorch's divisor rules (count_include_pad, ceil_mode)."""
+    count_include_pad = flag(count_include_pad, "count_include_pad")
     fmt, xv, geo = _pool_setup(x, kernel_size, stride, padding, ceil_mode, data_format)
     y, yv = _empty(fmt, *geo.out_shape)
-    _core.avg_pool2d_forward(xv, yv, *geo.args(), bool(count_include_pad))
+    _core.avg_pool2d_forward(xv, yv, *geo.args(), count_include_pad)
     return y
 
 
@@ -353,15 +406,17 @@ def avg_pool2d_backward(
     data_format="NCHW",
 ):
     """Gradient of avg_pool2d w.r.t. x (x is used for its shape only)."""
+    count_include_pad = flag(count_include_pad, "count_include_pad")
     fmt, xv, geo = _pool_setup(x, kernel_size, stride, padding, ceil_mode, data_format)
     gyv = _pool_grad_out(grad_out, geo, fmt)
     gx, gxv = _empty(fmt, *xv.shape)
-    _core.avg_pool2d_backward(gyv, gxv, *geo.args(), bool(count_include_pad))
+    _core.avg_pool2d_backward(gyv, gxv, *geo.args(), count_include_pad)
     return gx
 
 
 def global_avg_pool2d(x, data_format="NCHW", keepdims=False):
     """Mean over H and W: (N, C), or (N, C, 1, 1) / (N, 1, 1, C) with keepdims."""
+    keepdims = flag(keepdims, "keepdims")
     fmt = _data_format(data_format)
     _, xv = _activation(x, "x", fmt)
     y = avg_pool2d(x, xv.shape[2:], data_format=fmt)
@@ -385,7 +440,7 @@ def global_avg_pool2d_backward(grad_out, x, data_format="NCHW"):
 
 def _rows(a, name: str) -> np.ndarray:
     """A C-contiguous float32 (rows, channels) array (copied only if it is not one already)."""
-    r = np.ascontiguousarray(_float32(a, name))
+    r = _contiguous(_float32(a, name))
     if r.ndim != 2 or r.shape[0] < 1 or r.shape[1] < 1:
         raise ValueError(f"{name} must be a non-empty 2-D (rows, channels) array, got {r.shape}")
     return r
@@ -394,10 +449,17 @@ def _rows(a, name: str) -> np.ndarray:
 def _channel_vector(v, name: str, c: int):
     if v is None:
         return None
-    v = np.ascontiguousarray(_float32(v, name))
+    v = _contiguous(_float32(v, name))
     if v.shape != (c,):
         raise ValueError(f"{name} must have shape ({c},), got {v.shape}")
     return v
+
+
+def _epsilon(epsilon) -> float:
+    eps = real(epsilon, "epsilon")
+    if not eps > 0:
+        raise ValueError(f"epsilon must be > 0, got {epsilon!r}")
+    return eps
 
 
 def batch_norm(x, gamma=None, beta=None, epsilon=1e-3):
@@ -406,12 +468,13 @@ def batch_norm(x, gamma=None, beta=None, epsilon=1e-3):
     mean and var (biased) are the batch statistics over the M rows; y = gamma * (x - mean) /
     sqrt(var + epsilon) + beta (gamma/beta None: 1/0). For NHWC images pass x.reshape(-1, C).
     """
+    epsilon = _epsilon(epsilon)
     xr = _rows(x, "x")
     c = xr.shape[1]
     g, b = _channel_vector(gamma, "gamma", c), _channel_vector(beta, "beta", c)
     y = _aligned_empty(xr.shape)
     mean, var = np.empty(c, np.float32), np.empty(c, np.float32)
-    _core.batchnorm_forward(xr, g, b, float(epsilon), y, mean, var)
+    _core.batchnorm_forward(xr, g, b, epsilon, y, mean, var)
     return y, mean, var
 
 
@@ -423,6 +486,9 @@ def batch_norm_backward(
     batch_stats=True: mean/var were the batch's own (training), so they depend on x;
     False: fixed statistics (inference), grad_x = gamma * grad_out / sqrt(var + epsilon).
     """
+    epsilon = _epsilon(epsilon)
+    batch_stats = flag(batch_stats, "batch_stats")
+    grad_input = flag(grad_input, "grad_input")
     xr = _rows(x, "x")
     m, c = xr.shape
     gy = _rows(grad_out, "grad_out")
@@ -434,7 +500,7 @@ def batch_norm_backward(
         raise ValueError("mean and var are required")
     gx = _aligned_empty((m, c)) if grad_input else None
     gg, gb = np.empty(c, np.float32), np.empty(c, np.float32)
-    _core.batchnorm_backward(gy, xr, g, mu, v, float(epsilon), bool(batch_stats), gx, gg, gb)
+    _core.batchnorm_backward(gy, xr, g, mu, v, epsilon, batch_stats, gx, gg, gb)
     return gx, gg, gb
 
 
@@ -455,8 +521,8 @@ def channel_affine(x, scale, shift):
 
 def relu_backward(grad_out, y):
     """dL/dx of y = relu(x) from the output: grad_out where y > 0, else 0."""
-    gy = np.ascontiguousarray(_float32(grad_out, "grad_out"))
-    yr = np.ascontiguousarray(_float32(y, "y"))
+    gy = _contiguous(_float32(grad_out, "grad_out"))
+    yr = _contiguous(_float32(y, "y"))
     if gy.shape != yr.shape:
         raise ValueError(f"grad_out must have y's shape {yr.shape}, got {gy.shape}")
     gx = _aligned_empty(yr.shape)
@@ -472,13 +538,16 @@ def dropout(x, rate, key):
     1/(1 - rate), else 0. The mask is a hash of (flat index, key) -- the same (shape, rate,
     key) always gives the same mask, on every ISA and thread count -- so the backward pass is
     ``dropout(grad_out, rate, key)`` and nothing needs storing. key: an int in [0, 2**64)."""
-    xr = np.ascontiguousarray(_float32(x, "x"))
     if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)):
         raise TypeError(f"rate must be a float in [0, 1), got {rate!r}")
     if not 0 <= rate < 1:
         raise ValueError(f"rate must be in [0, 1), got {rate!r}")
     if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= key < 2**64:
         raise ValueError(f"key must be an int in [0, 2**64), got {key!r}")
+    xr = _float32(x, "x")
+    if xr.size >= 2**32:  # checked before the copy below
+        raise ValueError(f"x must have fewer than 2**32 elements, got shape {xr.shape}")
+    xr = _contiguous(xr)
     y = _aligned_empty(xr.shape)
     _core.dropout(xr, float(rate), int(key), y)
     return y
@@ -496,16 +565,17 @@ def affine_warp(x, matrices, fill_mode="nearest", fill_value=0.0):
     centres at integers). fill_mode for points outside the image: "constant" (fill_value),
     "nearest" (edge pixel) or "reflect" (d c b a | a b c d | d c b a).
     """
-    if fill_mode not in FILL_MODES:
+    if not isinstance(fill_mode, str) or fill_mode not in FILL_MODES:
         raise ValueError(f"fill_mode must be one of {', '.join(FILL_MODES)}, got {fill_mode!r}")
-    xr = np.ascontiguousarray(_float32(x, "x"))
+    fill_value = real(fill_value, "fill_value")
+    xr = _contiguous(_float32(x, "x"))
     if xr.ndim != 4 or 0 in xr.shape:
         raise ValueError(f"x must be a non-empty (N, H, W, C) batch, got shape {xr.shape}")
-    m = np.ascontiguousarray(_float32(matrices, "matrices"))
+    m = _contiguous(_float32(matrices, "matrices"))
     if m.shape != (xr.shape[0], 2, 3):
         raise ValueError(f"matrices must have shape ({xr.shape[0]}, 2, 3), got {m.shape}")
     if not np.isfinite(m).all():
         raise ValueError("matrices must be finite")
     y = _aligned_empty(xr.shape)
-    _core.affine_warp(xr, m, y, FILL_MODES[fill_mode], float(fill_value))
+    _core.affine_warp(xr, m, y, FILL_MODES[fill_mode], fill_value)
     return y

@@ -120,7 +120,10 @@ def feature_map_geometry(model, layer):
     composed from each layer's :meth:`Layer.spatial_map`. None where a layer on the way
     cannot say (the heatmap is then stretched over the image)."""
     geometry = [(1.0, 0.0), (1.0, 0.0)]
-    for current in model.layers:
+    # a layer graph: the layers on the path from the input to ``layer`` (through the first
+    # input of each merge, whose inputs are aligned pixel for pixel)
+    path = model._layer_path(layer) if hasattr(model, "_layer_path") else model.layers
+    for current in path:
         step = current.spatial_map()
         if step is None:
             return None

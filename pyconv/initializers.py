@@ -173,8 +173,15 @@ def get(identifier) -> Initializer:
         return identifier
     if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
         return _BY_NAME[identifier.lower()]()
-    if isinstance(identifier, dict) and identifier.get("class_name") in _BY_CLASS:
-        return _BY_CLASS[identifier["class_name"]](**identifier.get("config", {}))
+    if (
+        isinstance(identifier, dict)
+        and isinstance(identifier.get("class_name"), str)
+        and (identifier["class_name"] in _BY_CLASS)
+    ):
+        config = identifier.get("config", {})
+        if not isinstance(config, dict):
+            raise TypeError(f"initializer config must be a dict, got {config!r}")
+        return _BY_CLASS[identifier["class_name"]](**config)
     raise ValueError(
         f"unknown initializer {identifier!r}; use one of {', '.join(sorted(_BY_NAME))} "
         "or an Initializer instance"

@@ -25,8 +25,8 @@ def _weights(sample_weight, n: int) -> np.ndarray | None:
 
 def _reduce(per_sample: np.ndarray, w) -> float:
     n = per_sample.shape[0]
-    if w is not None:
-        return float(np.dot(per_sample.astype(np.float64), w) / n)
+    if w is not None:  # not np.dot: BLAS splits long dots over its threads (order varies)
+        return float((per_sample.astype(np.float64) * w).sum() / n)
     return float(per_sample.sum(dtype=np.float64) / n)
 
 
@@ -234,6 +234,40 @@ class MeanAbsoluteError(Loss):
         return {}
 
 
+class ContrastiveLoss(Loss):
+    """Contrastive loss of a Siamese network (Hadsell, Chopra and LeCun 2006) on the
+    predicted distance d of a pair: y_true = 1 for a similar pair (loss d^2, pulls the
+    embeddings together), 0 for a dissimilar one (loss max(margin - d, 0)^2, pushes them at
+    least ``margin`` apart). L = mean over pairs. y_pred: (N, 1) distances, e.g. from
+    ``layers.EuclideanDistance``."""
+
+    name = "contrastive_loss"
+
+    def __init__(self, margin=1.0):
+        super().__init__()
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin <= 0:
+            raise ValueError(f"margin must be a positive number, got {margin!r}")
+        self.margin = float(margin)
+
+    def value_and_grad(self, y_true, y_pred, sample_weight=None):
+        d = np.asarray(y_pred, dtype=np.float32).reshape(len(y_pred), -1)
+        if d.shape[1] != 1:
+            raise ValueError(f"contrastive loss needs one distance per pair, got y_pred {d.shape}")
+        y = np.asarray(y_true, dtype=np.float32).reshape(-1, 1)
+        if len(y) != len(d):
+            raise ValueError(f"y_true has {len(y)} labels for {len(d)} pairs")
+        w = _weights(sample_weight, len(d))
+        gap = np.maximum(np.float32(self.margin) - d, 0)
+        per = y * d * d + (1 - y) * gap * gap
+        grad = 2 * y * d - 2 * (1 - y) * gap
+        return _reduce(per[:, 0], w), _scale(
+            grad.reshape(y_pred.shape).astype(np.float32), w, len(d)
+        )
+
+    def get_config(self):
+        return {"margin": self.margin}
+
+
 _BY_NAME = {
     "categorical_crossentropy": CategoricalCrossentropy,
     "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
@@ -242,6 +276,7 @@ _BY_NAME = {
     "mse": MeanSquaredError,
     "mean_absolute_error": MeanAbsoluteError,
     "mae": MeanAbsoluteError,
+    "contrastive_loss": ContrastiveLoss,
 }
 _BY_CLASS = {cls.__name__: cls for cls in _BY_NAME.values()}
 

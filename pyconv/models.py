@@ -32,10 +32,11 @@ from .utils import new_rng, shape_str, snake_case, unique_name
 class TapeEntry:
     """One layer application: the layer, its ctx, and (with an activity regularizer) its output."""
 
-    __slots__ = ("layer", "ctx", "output")
+    __slots__ = ("layer", "ctx", "output", "node")
 
     def __init__(self, layer, ctx, output=None):
         self.layer, self.ctx, self.output = layer, ctx, output
+        self.node = None  # in a layer graph: the node (call of the layer) this entry ran
 
 
 def apply_layer(layer: Layer, x, training: bool, tape: list, penalties: list, keep=False):
@@ -75,11 +76,19 @@ def _as_batch_array(x, name: str) -> np.ndarray:
 class Model:
     """Base class: the training loop and everything shared by Sequential and layer graphs."""
 
+    def __new__(cls, *args, **kwargs):
+        # Model(inputs, outputs) builds a layer graph, as keras.Model does
+        if cls is Model and (args or "inputs" in kwargs or "outputs" in kwargs):
+            from .graph import Functional
+
+            return object.__new__(Functional)
+        return object.__new__(cls)
+
     def __init__(self, *args, name=None, **kwargs):
         if args or kwargs:
-            raise NotImplementedError(
-                "layer graphs (Model(inputs, outputs)) are not available yet; build the model "
-                "with Sequential([...]). Model is the base class of Sequential."
+            raise TypeError(
+                "Model() takes (inputs, outputs[, name]) to build a layer graph, or nothing "
+                f"(as a base class); got {len(args)} positional and {sorted(kwargs)} keywords"
             )
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError(f"name must be a non-empty str, got {name!r}")
@@ -117,6 +126,11 @@ class Model:
     def _ensure_built(self, x: np.ndarray) -> None:
         raise NotImplementedError
 
+    def _prepare_x(self, x, name="x"):
+        """The model's input batch from what the user passed (a layer graph with several
+        inputs takes a list of arrays and returns them bundled, sliced together)."""
+        return _as_batch_array(x, name)
+
     # --- weights ----------------------------------------------------------------------------
 
     def _unique_variables(self):
@@ -153,8 +167,9 @@ class Model:
         for var, w in zip(variables, weights):
             if np.shape(w) != var.shape:
                 raise ValueError(f"weight {var.name!r} has shape {var.shape}, got {np.shape(w)}")
-        for var, w in zip(variables, weights):
-            var.assign(w)
+        with optimizers_mod.hold_interrupts():  # all of them or none (Ctrl-C waits)
+            for var, w in zip(variables, weights):
+                var.assign(w)
 
     def count_params(self) -> int:
         self._require_built("count_params")
@@ -260,11 +275,18 @@ class Model:
         return loss, grads
 
     def _train_step(self, x, y, sample_weight):
-        loss, y_pred = self._loss_and_gradients(x, y, sample_weight)
+        # A step is the unit of change: Ctrl-C during it is held until the weights, the
+        # optimizer state and the batch-norm statistics all reflect the whole step, then
+        # raised. Pressed twice it stops at once, but never inside the optimizer update
+        # (optimizer.apply holds it strictly), so no step is ever half-applied.
         trainable = self.trainable_weights
-        self.optimizer.apply(trainable)
-        for v in trainable:
-            v.grad = None
+        with optimizers_mod.hold_interrupts(strict=False):
+            try:
+                loss, y_pred = self._loss_and_gradients(x, y, sample_weight)
+                self.optimizer.apply(trainable)
+            finally:  # after an exception too: no stale gradients, their memory freed
+                for v in trainable:
+                    v.grad = None
         return loss, self._metrics(y, y_pred)
 
     def train_on_batch(self, x, y, sample_weight=None, return_dict=False):
@@ -283,7 +305,7 @@ class Model:
     # --- data -------------------------------------------------------------------------------
 
     def _check_xy(self, x, y):
-        x = _as_batch_array(x, "x")
+        x = self._prepare_x(x, "x")
         if y is None:
             raise ValueError("y (the targets) is required")
         y = _as_batch_array(y, "y")
@@ -455,7 +477,7 @@ class Model:
 
     def predict(self, x, batch_size=None, verbose=0):
         """Outputs for x, computed in batches of ``batch_size`` (default 32) in inference mode."""
-        x = _as_batch_array(x, "x")
+        x = self._prepare_x(x, "x")
         self._ensure_built(x)
         batch_size = 32 if batch_size is None else int(batch_size)
         if batch_size < 1:
@@ -472,7 +494,7 @@ class Model:
         return self.predict(x, batch_size=max(len(x), 1))
 
     def __call__(self, x, training=False):
-        x = _as_batch_array(x, "x")
+        x = self._prepare_x(x, "x")
         self._ensure_built(x)
         return self._forward(x.astype(np.float32, copy=False), training)[0]
 
@@ -489,7 +511,7 @@ class Model:
 
     def layer_outputs(self, x, layers=None, training=False) -> dict:
         """{layer name: that layer's output} for one forward pass of x (all layers if None)."""
-        x = _as_batch_array(x, "x")
+        x = self._prepare_x(x, "x")
         self._ensure_built(x)
         wanted = self.layers if layers is None else [self._resolve_layer(l) for l in layers]
         keep = frozenset(id(l) for l in wanted)
@@ -507,7 +529,7 @@ class Model:
         that is a softmax/sigmoid (the class *score*, as Grad-CAM uses), else to the output.
         Returns (layer output A, dS/dA, model output).
         """
-        x = _as_batch_array(x, "x")
+        x = self._prepare_x(x, "x")
         self._ensure_built(x)
         target = self._resolve_layer(layer)
         last = self.layers[-1]
@@ -559,8 +581,33 @@ class Model:
     def get_config(self) -> dict:
         raise NotImplementedError
 
+    def _generators(self) -> dict:
+        """Every random generator training draws from, by a key stable across save/load:
+        "fit" (shuffling) and "layer:NAME" (a layer's own ``_rng``: dropout masks, the
+        random augmentation layers)."""
+        gens = {} if self._rng is None else {"fit": self._rng}
+        for layer in self.layers:
+            g = getattr(layer, "_rng", None)
+            if isinstance(g, np.random.Generator):
+                gens[f"layer:{layer.name}"] = g
+        return gens
+
+    def _restore_generators(self, states: dict, where: str) -> None:
+        for key, state in states.items():
+            g = saving.generator_from_state(state, f"{where}: random state {key!r}")
+            if key == "fit":
+                self._rng = g
+            elif key.startswith("layer:"):
+                for layer in self.layers:
+                    if layer.name == key[6:] and hasattr(layer, "_rng"):
+                        layer._rng = g
+
     def save(self, filepath, include_optimizer=True) -> None:
-        """Architecture, weights and optimizer state in one file, written atomically."""
+        """Architecture, weights and optimizer state in one file, written atomically.
+
+        The file also holds the state of the random generators training draws from
+        (shuffling, dropout), so ``load_model`` + ``fit(initial_epoch=k)`` continues a run
+        exactly as if it had not stopped."""
         self._require_built("save")
         entries, arrays = saving.weight_arrays(self.weights)
         manifest = {
@@ -574,6 +621,9 @@ class Model:
             json.dumps(self.metadata)
         except (TypeError, ValueError) as e:
             raise TypeError(f"model.metadata must be JSON-serializable: {e}") from None
+        rng_state = {key: saving.generator_state(g) for key, g in self._generators().items()}
+        if rng_state:
+            manifest["rng_state"] = rng_state
         if self.compiled:
             specs = [m for m in self._metric_specs if isinstance(m, str)]
             manifest["compile"] = {
@@ -750,6 +800,14 @@ class Sequential(Model):
 MODEL_CLASSES = {"Sequential": Sequential}
 
 
+def _model_class(name):
+    if name == "Functional":
+        from .graph import Functional
+
+        return Functional
+    return MODEL_CLASSES.get(name)
+
+
 def load_model(filepath, custom_objects=None, compile=True) -> Model:
     """Rebuild a model saved with ``model.save``: architecture, weights, optimizer state."""
     with saving.Archive(filepath, "model") as ar:
@@ -757,7 +815,7 @@ def load_model(filepath, custom_objects=None, compile=True) -> Model:
         if m.get("format") != "pyconv-model":
             raise saving.ModelFileError(f"{ar.path!r} holds only weights; use model.load_weights()")
         spec = m.get("model") or {}
-        cls = (custom_objects or {}).get(spec.get("class_name")) or MODEL_CLASSES.get(
+        cls = (custom_objects or {}).get(spec.get("class_name")) or _model_class(
             spec.get("class_name")
         )
         if cls is None:
@@ -770,6 +828,11 @@ def load_model(filepath, custom_objects=None, compile=True) -> Model:
             raise saving.ModelFileError(f"{ar.path!r}: invalid model configuration ({e})") from None
         saving.load_weight_arrays(ar, model.weights)
         model.metadata = dict(m.get("metadata") or {})
+        rng_state = m.get("rng_state")
+        if rng_state is not None:
+            if not isinstance(rng_state, dict):
+                raise saving.ModelFileError(f"{ar.path!r}: invalid random state")
+            model._restore_generators(rng_state, repr(ar.path))
         comp = m.get("compile")
         if compile and comp:
             model.compile(

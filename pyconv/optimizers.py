@@ -3,13 +3,70 @@
 An optimizer reads each trainable Variable's ``.grad`` and updates ``.value`` in place.
 Its state (step count and per-variable slots such as Adam's moments) is keyed by variable
 name, so it can be saved with the model and restored to resume training exactly.
+
+An update is all-or-nothing with respect to Ctrl-C: ``apply`` holds SIGINT until every
+variable and slot has its new value (``hold_interrupts``), so an interrupted training run
+never keeps a step that changed some variables and not others.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+
 import numpy as np
 
 from . import _core
+
+
+class _Held:
+    """State of the main thread's hold_interrupts blocks (only the main thread touches it)."""
+
+    depth = 0  # nesting of blocks
+    strict = 0  # nesting of strict blocks
+    pending = 0  # SIGINTs received while held
+    previous = None  # the handler to put back
+
+
+def _held_handler(signum, frame):
+    _Held.pending += 1
+    if _Held.pending >= 2 and not _Held.strict:  # pressed again: stop now (nothing half-done)
+        _Held.pending = 0
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def hold_interrupts(strict: bool = True):
+    """Hold Ctrl-C (SIGINT) until the block ends, then raise the KeyboardInterrupt there.
+
+    Makes a multi-array change (an optimizer step, a weight load, a training step) atomic
+    with respect to Ctrl-C. With ``strict=False`` a second Ctrl-C raises at once, unless a
+    strict block inside is running. Acts only in the main thread (the only one Python
+    delivers signals to) while Python's default SIGINT handler is installed; a program
+    with its own handler keeps it untouched.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if _Held.depth == 0:
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            yield  # the program's own handler (or none): leave it alone
+            return
+        _Held.previous = signal.signal(signal.SIGINT, _held_handler)
+        _Held.pending = 0
+    _Held.depth += 1
+    _Held.strict += bool(strict)
+    try:
+        yield
+    finally:
+        _Held.depth -= 1
+        _Held.strict -= bool(strict)
+        if _Held.depth == 0:
+            signal.signal(signal.SIGINT, _Held.previous)
+            if _Held.pending:
+                _Held.pending = 0
+                raise KeyboardInterrupt
 
 
 class Optimizer:
@@ -55,8 +112,13 @@ class Optimizer:
     def apply(self, variables) -> None:
         """One update of every variable in ``variables`` that has a gradient.
 
-        Clipping scales the ``.grad`` arrays in place (they belong to this step).
+        Clipping scales the ``.grad`` arrays in place (they belong to this step). Ctrl-C is
+        held until the update is complete (see ``hold_interrupts``).
         """
+        with hold_interrupts():
+            self._apply(variables)
+
+    def _apply(self, variables) -> None:
         pairs = [(v, v.grad) for v in variables if v.grad is not None]
         if self.global_clipnorm is not None:
             norm = np.sqrt(sum(float(np.square(g, dtype=np.float64).sum()) for _, g in pairs))

@@ -26,6 +26,10 @@ class L1L2(Regularizer):
 
     def __init__(self, l1=0.0, l2=0.0):
         for name, v in (("l1", l1), ("l2", l2)):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(
+                v, (int, float, np.integer, np.floating)
+            ):
+                raise TypeError(f"{name} must be a number, got {type(v).__name__}")
             if not np.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
         self.l1, self.l2 = float(l1), float(l2)
@@ -76,8 +80,15 @@ def get(identifier) -> Regularizer | None:
         return identifier
     if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
         return _BY_NAME[identifier.lower()]()
-    if isinstance(identifier, dict) and identifier.get("class_name") in _BY_CLASS:
-        return _BY_CLASS[identifier["class_name"]](**identifier.get("config", {}))
+    if (
+        isinstance(identifier, dict)
+        and isinstance(identifier.get("class_name"), str)
+        and (identifier["class_name"] in _BY_CLASS)
+    ):
+        config = identifier.get("config", {})
+        if not isinstance(config, dict):
+            raise TypeError(f"regularizer config must be a dict, got {config!r}")
+        return _BY_CLASS[identifier["class_name"]](**config)
     raise ValueError(f"unknown regularizer {identifier!r}; use L1, L2, L1L2 or 'l1'/'l2'")
 
 

@@ -4,6 +4,8 @@
   a crash mid-save leaves the previous file intact.
 - Safe: arrays are read with ``allow_pickle=False`` and the architecture is plain JSON
   resolved against known layer classes; nothing in a file is executed.
+- Complete: a model file holds the optimizer state and the state of the random generators
+  training draws from (shuffling, dropout), so training resumes bit-for-bit.
 - Checked: a truncated, corrupted (zip CRC), foreign or newer-format file raises
   ``ModelFileError`` (a ValueError) naming the file and the problem.
 """
@@ -17,6 +19,8 @@ import tempfile
 import zipfile
 
 import numpy as np
+
+from .optimizers import hold_interrupts
 
 FORMAT_VERSION = 1
 MANIFEST = "pyconv.json"
@@ -155,5 +159,44 @@ def load_weight_arrays(archive: Archive, variables) -> None:
                 f"{archive.path!r}: weight {entry['name']!r} has shape {value.shape}, "
                 f"the model's {var.name!r} has {var.shape}"
             )
-    for var, value in zip(variables, values):  # assign only once everything checked out
-        var.value[...] = value
+    with hold_interrupts():  # assign only once everything checked out, all or none
+        for var, value in zip(variables, values):
+            var.value[...] = value
+
+
+_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
+
+
+def generator_state(gen: np.random.Generator) -> dict:
+    """A JSON-able copy of a NumPy generator's state (arrays become tagged lists)."""
+
+    def encode(v):
+        if isinstance(v, dict):
+            return {k: encode(x) for k, x in v.items()}
+        if isinstance(v, np.ndarray):
+            return {"ndarray": v.tolist(), "dtype": v.dtype.str}
+        return int(v) if isinstance(v, np.integer) else v
+
+    return encode(gen.bit_generator.state)
+
+
+def generator_from_state(state, where: str) -> np.random.Generator:
+    """A generator continuing exactly where the one ``generator_state`` copied was."""
+
+    def decode(v):
+        if isinstance(v, dict) and set(v) == {"ndarray", "dtype"}:
+            dtype = np.dtype(v["dtype"])
+            if dtype.kind not in "iu":
+                raise ValueError(f"unexpected dtype {dtype}")
+            return np.array(v["ndarray"], dtype)
+        return {k: decode(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+    try:
+        name = state["bit_generator"]
+        if name not in _BIT_GENERATORS:
+            raise ValueError(f"unknown bit generator {name!r}")
+        bit_generator = getattr(np.random, name)()
+        bit_generator.state = decode(state)
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
+        raise ModelFileError(f"{where} is invalid ({e})") from None
+    return np.random.Generator(bit_generator)

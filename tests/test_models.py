@@ -328,5 +328,12 @@ def test_zoo_parameter_counts_match_their_documentation():
         assert model.count_params() == count, name
         assert f"{count:,}" in zoo.__doc__ and f"{count:,}" in zoo.BUILDERS[name].__doc__
     assert set(zoo.RECIPES) == set(zoo.BUILDERS)
+    classic = {"resnet18": 11_689_512, "resnet50": 25_557_032, "cifar_resnet20": 272_474,
+               "vgg16": 138_357_544, "alexnet": 61_100_840}  # fmt: skip
+    assert set(classic) == set(zoo.CLASSIC)
+    for name, count in classic.items():
+        model = zoo.build(name)
+        assert sum(v.value.size for v in model.trainable_weights) == count, name
+        assert f"{count:,}" in zoo.__doc__ and f"{count:,}" in zoo.CLASSIC[name].__doc__
     with pytest.raises(ValueError, match="unknown network"):
         zoo.build("resnet1000")

@@ -3,6 +3,7 @@
 from .base import Input, InputLayer, Layer, SymbolicTensor, Variable
 from .conv import Conv2D
 from .core import ELU, Activation, Dense, Dropout, Flatten, LeakyReLU, ReLU, Reshape, Softmax
+from .merge import Add, Concatenate, EuclideanDistance, Merge, Multiply, Subtract
 from .normalization import BatchNormalization
 from .pooling import AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D
 from .preprocessing import RandomFlip, RandomRotation, RandomTranslation, RandomZoom
@@ -20,6 +21,7 @@ LAYER_CLASSES = {
         InputLayer, Conv2D, Dense, Flatten, Reshape, Dropout, Activation, ReLU, LeakyReLU, ELU,
         Softmax, BatchNormalization, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
         GlobalMaxPooling2D, RandomFlip, RandomRotation, RandomTranslation, RandomZoom,
+        Add, Subtract, Multiply, Concatenate, EuclideanDistance,
     )
 }  # fmt: skip
 
@@ -40,6 +42,7 @@ def serialize(layer: Layer) -> dict:
 
 
 __all__ = [
+    "Add", "Concatenate", "EuclideanDistance", "Merge", "Multiply", "Subtract",
     "Activation", "AveragePooling2D", "AvgPool2D", "BatchNormalization", "Conv2D",
     "Convolution2D", "Dense", "Dropout", "ELU", "Flatten", "GlobalAveragePooling2D",
     "GlobalAvgPool2D", "GlobalMaxPool2D", "GlobalMaxPooling2D", "Input", "InputLayer", "Layer",

@@ -13,11 +13,13 @@ Shapes given to ``build``/``compute_output_shape`` leave out the batch dimension
 from __future__ import annotations
 
 import contextlib
+import operator
 import threading
 
 import numpy as np
 
-from .. import initializers, regularizers
+from .. import functional, initializers, regularizers
+from .._shapes import check_size, flag, size_of
 from ..utils import snake_case, unique_name
 
 _grad_mode = threading.local()
@@ -62,7 +64,7 @@ class Variable:
         return self.value.copy()
 
     def assign(self, value) -> None:
-        value = np.asarray(value)
+        value = functional._float32(value, f"the value for weight {self.name!r}")
         if value.shape != self.value.shape:
             raise ValueError(
                 f"weight {self.name!r} has shape {self.value.shape}; got a value of shape "
@@ -78,17 +80,44 @@ def _shape_tuple(shape, name: str) -> tuple:
     if isinstance(shape, (int, np.integer)):
         shape = (shape,)
     try:
-        out = tuple(None if d is None else int(d) for d in shape)
-    except (TypeError, ValueError):
+        if isinstance(shape, (str, bytes)) or any(isinstance(d, (bool, np.bool_)) for d in shape):
+            raise TypeError
+        out = tuple(None if d is None else operator.index(d) for d in shape)
+    except TypeError:  # not iterable, or not ints (2.5, "3", True)
         raise TypeError(f"{name} must be a tuple of ints, got {shape!r}") from None
     if any(d is not None and d < 1 for d in out):
         raise ValueError(f"{name} must have positive dimensions, got {shape!r}")
     return out
 
 
+def named(get, value, name: str):
+    """``get(value)`` (activations/initializers/regularizers.get), its error naming the
+    argument the value came from."""
+    try:
+        return get(value)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{name}: {e}") from None
+
+
+def seed_arg(seed):
+    """A layer's ``seed``: None or an int >= 0."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be None or an int, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    return int(seed)
+
+
 class Layer:
     """Base class. Subclasses set their arguments, then implement ``build`` (create weights
     with ``add_weight``), ``compute_output_shape``, ``_forward`` and ``_backward``."""
+
+    # Layers whose forward needs what ``build`` makes (weights, the output shape).
+    _needs_build = False
+    # The arguments that set its weights' sizes (named when a weight would not fit in memory).
+    _size_args = "the layer's arguments"
 
     def __init__(self, name=None, trainable=True, input_shape=None, dtype=None, **kwargs):
         if kwargs:
@@ -100,7 +129,7 @@ class Layer:
         if dtype not in (None, "float32", np.float32):
             raise ValueError(f"only dtype float32 is supported, got {dtype!r}")
         self.name = name or unique_name(snake_case(type(self).__name__))
-        self._trainable = bool(trainable)
+        self._trainable = flag(trainable, "trainable")
         self._variables: list[Variable] = []
         self.built = False
         self.input_shape: tuple | None = None
@@ -121,6 +150,11 @@ class Layer:
     # --- weights ---------------------------------------------------------------------------
 
     def add_weight(self, name, shape, initializer, regularizer=None, trainable=True) -> Variable:
+        check_size(
+            size_of(shape),
+            f"{type(self).__name__} {self.name!r}: its {name} weight of shape {tuple(shape)} "
+            f"(check {self._size_args} and the input shape)",
+        )
         init = initializers.get(initializer)
         var = Variable(
             f"{self.name}/{name}", init(tuple(shape)), trainable, regularizers.get(regularizer)
@@ -134,7 +168,7 @@ class Layer:
 
     @trainable.setter
     def trainable(self, value: bool) -> None:
-        self._trainable = bool(value)
+        self._trainable = flag(value, "trainable")
 
     @property
     def _param_grads_enabled(self) -> bool:
@@ -157,6 +191,8 @@ class Layer:
         return [v.value.copy() for v in self._variables]
 
     def set_weights(self, weights) -> None:
+        if isinstance(weights, (str, bytes, np.ndarray)) or not hasattr(weights, "__iter__"):
+            raise TypeError(f"weights must be a list of arrays, got {type(weights).__name__}")
         weights = list(weights)
         if len(weights) != len(self._variables):
             raise ValueError(
@@ -201,11 +237,33 @@ class Layer:
 
     def forward(self, x: np.ndarray, training: bool = False):
         """(y, ctx) for a batch x; ctx goes to ``backward``."""
-        return self._forward(x, training)
+        return self._forward(self._batch(x), training)
 
     def backward(self, ctx, dy: np.ndarray, need_input_grad: bool = True):
         """dL/dx (None if not needed); adds dL/dw into trainable variables' .grad."""
-        return self._backward(ctx, dy, need_input_grad)
+        return self._backward(ctx, self._grad(dy), need_input_grad)
+
+    def _batch(self, x) -> np.ndarray:
+        """x as a float32 array with a batch dimension (TypeError/ValueError naming x)."""
+        x = functional._float32(x, "x")
+        if x.ndim < 1:
+            raise ValueError(f"layer {self.name!r} needs a batch of inputs, got a scalar")
+        if self._needs_build and not self.built:
+            raise ValueError(
+                f"layer {self.name!r} is not built: call it on a batch (layer(x)) or give it "
+                "an input shape (layer.build_for(shape)) before calling forward"
+            )
+        return x
+
+    def _grad(self, dy, shape=None) -> np.ndarray:
+        """dy (dL/d output) as a float32 array, of ``shape`` when given."""
+        dy = functional._float32(dy, "dy")
+        if shape is not None and dy.shape != tuple(shape):
+            raise ValueError(
+                f"layer {self.name!r}: dy must have the shape of the layer's output "
+                f"{tuple(shape)}, got {dy.shape}"
+            )
+        return dy
 
     def _forward(self, x, training):
         raise NotImplementedError
@@ -215,12 +273,13 @@ class Layer:
 
     def __call__(self, x, training: bool = False) -> np.ndarray:
         """Apply the layer to a batch (NumPy array with a batch dimension)."""
-        if isinstance(x, SymbolicTensor):
-            raise NotImplementedError(
-                "calling layers on Input tensors (the functional API) is not available yet; "
-                "use Sequential([Input(shape), layer, ...])"
-            )
-        x = np.asarray(x, dtype=np.float32)
+        if isinstance(x, SymbolicTensor) or (
+            isinstance(x, (list, tuple)) and x and isinstance(x[0], SymbolicTensor)
+        ):
+            from ..graph import call_symbolic  # a graph node (the functional API)
+
+            return call_symbolic(self, x)
+        x = functional._float32(x, "x")
         if x.ndim < 1:
             raise ValueError(f"layer {self.name!r} needs a batch of inputs, got a scalar")
         self.build_for(x.shape[1:])
@@ -254,25 +313,27 @@ class InputLayer(Layer):
         self.build_for(self.shape)
 
     def _forward(self, x, training):
-        return x, None
+        return x, x.shape
 
-    def _backward(self, ctx, dy, need_input_grad):
-        return dy
+    def backward(self, ctx, dy, need_input_grad=True):
+        return self._grad(dy, ctx)
 
     def get_config(self):
         return {"name": self.name, "shape": list(self.shape)}
 
 
 class SymbolicTensor:
-    """What ``Input(shape)`` returns: a placeholder with a shape ((None, *shape)).
+    """A placeholder with a shape ((None, *shape)): what ``Input(shape)`` returns, and what
+    a layer called on such tensors returns (see ``pyconv.graph``). ``layer`` produced it;
+    ``node`` is that call of the layer (None for an Input not yet used in a graph).
 
-    ``Sequential([Input((28, 28, 1)), ...])`` uses it to fix the input shape; layer graphs
-    (the functional API) will be built by calling layers on such tensors.
+    ``Sequential([Input((28, 28, 1)), ...])`` uses an Input to fix the input shape.
     """
 
-    def __init__(self, shape: tuple, layer: Layer):
+    def __init__(self, shape: tuple, layer: Layer, node=None):
         self.shape = (None, *shape)
         self.layer = layer
+        self.node = node
 
     def __repr__(self) -> str:
         return f"<SymbolicTensor shape={self.shape} from {self.layer.name!r}>"

@@ -24,10 +24,23 @@ def data_format_arg(data_format) -> str:
     )
 
 
-def padding_arg(padding) -> str:
-    if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
-        raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
-    return padding.lower()
+def padding_arg(padding):
+    """'valid' | 'same' (Keras), or explicit zero padding as PyTorch and ONNX give it: an
+    int, (ph, pw) or ((top, bottom), (left, right)) -> ((top, bottom), (left, right))."""
+    if isinstance(padding, str):
+        if padding.lower() not in ("valid", "same"):
+            raise ValueError(f"padding must be 'valid', 'same' or ints, got {padding!r}")
+        return padding.lower()
+    if isinstance(padding, list):  # from a JSON config
+        padding = tuple(tuple(p) if isinstance(p, list) else p for p in padding)
+    try:
+        t, b, l, r = resolve_padding(padding, (1, 1), (1, 1), (1, 1), (1, 1))
+    except (TypeError, ValueError):
+        raise ValueError(
+            "padding must be 'valid', 'same', an int, (ph, pw) or ((top, bottom), "
+            f"(left, right)) of non-negative ints, got {padding!r}"
+        ) from None
+    return ((t, b), (l, r))
 
 
 def spatial_dims(input_shape, fmt: str, layer_name: str) -> tuple[int, int, int]:
@@ -48,6 +61,8 @@ def image_shape(h: int, w: int, c: int, fmt: str) -> tuple[int, int, int]:
 
 
 class Conv2D(KernelLayer):
+    _size_args = "filters, kernel_size and groups"
+
     def __init__(
         self,
         filters,
@@ -142,7 +157,7 @@ class Conv2D(KernelLayer):
         return ctx.y, ctx
 
     def backward(self, ctx, dy, need_input_grad=True, skip_activation=False):
-        dz = activation_grad(self.activation, ctx, dy, skip_activation)
+        dz = activation_grad(self.activation, ctx, self._grad(dy, ctx.y.shape), skip_activation)
         train = self._param_grads_enabled
         gx, gw, gb = functional.conv2d_backward(
             dz, ctx.x, self.kernel.value, **self._geometry(),

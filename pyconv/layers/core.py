@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import activations, functional, initializers, regularizers
-from .._shapes import as_int
+from .._shapes import MAX_DIM, as_int, flag
 from ..utils import new_rng
-from .base import Layer
+from .base import Layer, named, seed_arg
 
 
 class ActivationContext:
@@ -40,6 +42,8 @@ class KernelLayer(Layer):
     """What Dense and Conv2D share: a kernel, an optional bias, a fused activation, and their
     initializers and regularizers (one place for these arguments and their config)."""
 
+    _needs_build = True
+
     def __init__(
         self,
         activation=None,
@@ -52,13 +56,15 @@ class KernelLayer(Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
-        self.activity_regularizer = regularizers.get(activity_regularizer)
+        self.activation = named(activations.get, activation, "activation")
+        self.use_bias = flag(use_bias, "use_bias")
+        self.kernel_initializer = named(initializers.get, kernel_initializer, "kernel_initializer")
+        self.bias_initializer = named(initializers.get, bias_initializer, "bias_initializer")
+        self.kernel_regularizer = named(regularizers.get, kernel_regularizer, "kernel_regularizer")
+        self.bias_regularizer = named(regularizers.get, bias_regularizer, "bias_regularizer")
+        self.activity_regularizer = named(
+            regularizers.get, activity_regularizer, "activity_regularizer"
+        )
 
     def _build_kernel(self, kernel_shape, units: int) -> None:
         self.kernel = self.add_weight(
@@ -85,6 +91,8 @@ class KernelLayer(Layer):
 
 class Dense(KernelLayer):
     """y = activation(x @ kernel + bias) over the last axis; kernel shape (in, units)."""
+
+    _size_args = "units"
 
     def __init__(
         self,
@@ -133,7 +141,7 @@ class Dense(KernelLayer):
         return ctx.y, ctx
 
     def backward(self, ctx, dy, need_input_grad=True, skip_activation=False):
-        dz = activation_grad(self.activation, ctx, dy, skip_activation)
+        dz = activation_grad(self.activation, ctx, self._grad(dy, ctx.y.shape), skip_activation)
         train = self._param_grads_enabled
         gx, gw, gb = functional.conv2d_backward(
             self._as_images(dz), self._as_images(ctx.x), self._kernel4(), **self._GEO,
@@ -172,9 +180,10 @@ class Flatten(Layer):
     def _forward(self, x, training):
         if self._channels_first(x):
             x = np.moveaxis(x, 1, -1)
-        return np.ascontiguousarray(x).reshape(x.shape[0], -1), x.shape
+        return np.ascontiguousarray(x).reshape(x.shape[0], math.prod(x.shape[1:])), x.shape
 
-    def _backward(self, ctx, dy, need_input_grad):
+    def backward(self, ctx, dy, need_input_grad=True):
+        dy = self._grad(dy, (ctx[0], math.prod(ctx[1:])))
         if not need_input_grad:
             return None
         dx = dy.reshape(ctx)  # ctx: the (possibly channels-last) shape that was flattened
@@ -190,23 +199,39 @@ class Flatten(Layer):
 class Reshape(Layer):
     """Reshape each sample to ``target_shape`` (one dimension may be -1)."""
 
+    _needs_build = True
+
     def __init__(self, target_shape, **kwargs):
         super().__init__(**kwargs)
+        if isinstance(target_shape, (str, bytes)) or not hasattr(target_shape, "__iter__"):
+            raise TypeError(f"target_shape must be a tuple of ints, got {target_shape!r}")
         self.target_shape = tuple(as_int(d, "target_shape") for d in target_shape)
+        if any(d < 1 and d != -1 for d in self.target_shape) or self.target_shape.count(-1) > 1:
+            raise ValueError(
+                f"target_shape must have dimensions >= 1 and at most one -1, got {target_shape!r}"
+            )
 
     def compute_output_shape(self, input_shape):
-        size = int(np.prod(input_shape))
-        try:
-            return np.empty((size,), np.uint8).reshape(self.target_shape).shape
-        except ValueError:
-            raise ValueError(
-                f"Reshape {self.name!r}: cannot reshape {input_shape} to {self.target_shape}"
-            ) from None
+        size = math.prod(input_shape)
+        known = math.prod(d for d in self.target_shape if d != -1)
+        if -1 in self.target_shape and size % known == 0:
+            return tuple(size // known if d == -1 else d for d in self.target_shape)
+        if -1 not in self.target_shape and size == known:
+            return self.target_shape
+        raise ValueError(
+            f"Reshape {self.name!r}: cannot reshape {input_shape} to {self.target_shape}"
+        )
 
     def _forward(self, x, training):
+        if math.prod(x.shape[1:]) != math.prod(self.output_shape):
+            raise ValueError(
+                f"Reshape {self.name!r}: cannot reshape x of shape {x.shape} to "
+                f"{(x.shape[0], *self.output_shape)}"
+            )
         return x.reshape(x.shape[0], *self.output_shape), x.shape
 
-    def _backward(self, ctx, dy, need_input_grad):
+    def backward(self, ctx, dy, need_input_grad=True):
+        dy = self._grad(dy, (ctx[0], *self.output_shape))
         return dy.reshape(ctx) if need_input_grad else None
 
     def get_config(self):
@@ -224,30 +249,39 @@ class Dropout(Layer):
         if not 0 <= rate < 1:
             raise ValueError(f"rate must be in [0, 1), got {rate!r}")
         self.rate = float(rate)
-        self.noise_shape = None if noise_shape is None else tuple(noise_shape)
-        self.seed = seed
-        self._rng = new_rng(seed)
+        self.noise_shape = None if noise_shape is None else _noise_shape(noise_shape)
+        self.seed = seed_arg(seed)
+        self._rng = new_rng(self.seed)
 
     def _forward(self, x, training):
-        """ctx: None (identity), the mask's key, or a broadcast mask (with noise_shape)."""
+        """ctx: (None or the mask's key or a broadcast mask (with noise_shape), x's shape)."""
         if not training or self.rate == 0:
-            return x, None
+            return x, (None, x.shape)
         key = int(self._rng.integers(0, 2**64, dtype=np.uint64))
         if self.noise_shape is None:
-            return functional.dropout(x, self.rate, key), key
+            return functional.dropout(x, self.rate, key), (key, x.shape)
         # one mask broadcast along the axes given as 1 / None
+        if len(self.noise_shape) != x.ndim or any(
+            n not in (None, 1, s) for s, n in zip(x.shape, self.noise_shape)
+        ):
+            raise ValueError(
+                f"Dropout {self.name!r}: noise_shape {self.noise_shape} does not fit x of shape "
+                f"{x.shape} (one entry per axis: None, 1 or that axis's size)"
+            )
         shape = tuple(s if n is None else n for s, n in zip(x.shape, self.noise_shape))
         mask = functional.dropout(np.ones(shape, np.float32), self.rate, key)
-        return x * mask, mask
+        return x * mask, (mask, x.shape)
 
-    def _backward(self, ctx, dy, need_input_grad):
+    def backward(self, ctx, dy, need_input_grad=True):
+        mask, shape = ctx
+        dy = self._grad(dy, shape)
         if not need_input_grad:
             return None
-        if ctx is None:
+        if mask is None:
             return dy
-        if isinstance(ctx, np.ndarray):
-            return dy * ctx
-        return functional.dropout(dy, self.rate, ctx)  # the same key: the same mask
+        if isinstance(mask, np.ndarray):
+            return dy * mask
+        return functional.dropout(dy, self.rate, mask)  # the same key: the same mask
 
     def get_config(self):
         cfg = {**super().get_config(), "rate": self.rate, "seed": self.seed}
@@ -256,18 +290,31 @@ class Dropout(Layer):
         return cfg
 
 
+def _noise_shape(noise_shape) -> tuple:
+    """Dropout's noise_shape: one entry per axis of x, each None or an int >= 1."""
+    if isinstance(noise_shape, (str, bytes)) or not hasattr(noise_shape, "__iter__"):
+        raise TypeError(f"noise_shape must be a tuple of ints or None, got {noise_shape!r}")
+    out = tuple(None if n is None else as_int(n, "noise_shape") for n in noise_shape)
+    if any(n is not None and not 1 <= n <= MAX_DIM for n in out):
+        raise ValueError(
+            f"noise_shape entries must be None or in [1, {MAX_DIM}], got {noise_shape!r}"
+        )
+    return out
+
+
 class Activation(Layer):
     """Apply an activation function ("relu", "softmax", ...) as its own layer."""
 
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
-        self.activation = activations.get(activation)
+        self.activation = named(activations.get, activation, "activation")
 
     def _forward(self, x, training):
         ctx = activate(self.activation, x.copy(), x, training)
         return ctx.y, ctx
 
     def backward(self, ctx, dy, need_input_grad=True, skip_activation=False):
+        dy = self._grad(dy, ctx.y.shape)
         if not need_input_grad:
             return None
         return activation_grad(self.activation, ctx, dy, skip_activation)

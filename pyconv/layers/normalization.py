@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional, initializers, regularizers
-from .._shapes import as_int
-from .base import Layer
+from .._shapes import as_int, flag, real
+from .base import Layer, named
 
 
 class BatchNormalization(Layer):
@@ -18,6 +18,9 @@ class BatchNormalization(Layer):
     inference mode (so freezing a base model for fine-tuning keeps its statistics).
     Weights, in Keras's order: gamma, beta, moving_mean, moving_variance.
     """
+
+    _needs_build = True
+    _size_args = "axis"
 
     def __init__(
         self,
@@ -36,18 +39,22 @@ class BatchNormalization(Layer):
     ):
         super().__init__(**kwargs)
         self.axis = as_int(axis, "axis")
-        if not 0 <= momentum < 1:
+        if not 0 <= real(momentum, "momentum") < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        if not epsilon > 0:
+        if not real(epsilon, "epsilon") > 0:
             raise ValueError(f"epsilon must be > 0, got {epsilon!r}")
         self.momentum, self.epsilon = float(momentum), float(epsilon)
-        self.center, self.scale = bool(center), bool(scale)
-        self.beta_initializer = initializers.get(beta_initializer)
-        self.gamma_initializer = initializers.get(gamma_initializer)
-        self.moving_mean_initializer = initializers.get(moving_mean_initializer)
-        self.moving_variance_initializer = initializers.get(moving_variance_initializer)
-        self.beta_regularizer = regularizers.get(beta_regularizer)
-        self.gamma_regularizer = regularizers.get(gamma_regularizer)
+        self.center, self.scale = flag(center, "center"), flag(scale, "scale")
+        self.beta_initializer = named(initializers.get, beta_initializer, "beta_initializer")
+        self.gamma_initializer = named(initializers.get, gamma_initializer, "gamma_initializer")
+        self.moving_mean_initializer = named(
+            initializers.get, moving_mean_initializer, "moving_mean_initializer"
+        )
+        self.moving_variance_initializer = named(
+            initializers.get, moving_variance_initializer, "moving_variance_initializer"
+        )
+        self.beta_regularizer = named(regularizers.get, beta_regularizer, "beta_regularizer")
+        self.gamma_regularizer = named(regularizers.get, gamma_regularizer, "gamma_regularizer")
 
     def _feature_axis(self, ndim: int) -> int:
         """The normalized axis of a batch with ``ndim`` dims (batch dim included)."""
@@ -97,6 +104,12 @@ class BatchNormalization(Layer):
         )
 
     def _forward(self, x, training):
+        c = self.moving_mean.shape[0]
+        if x.ndim <= self._feature_axis(x.ndim) or x.shape[self._feature_axis(x.ndim)] != c:
+            raise ValueError(
+                f"BatchNormalization {self.name!r} was built for {c} features on axis "
+                f"{self.axis}, got x of shape {x.shape}"
+            )
         rows, axis = self._as_rows(x)  # (M, C)
         gamma, beta = self._gamma_beta()
         if not training or not self.trainable:  # inference: y = x * scale + shift
@@ -106,17 +119,19 @@ class BatchNormalization(Layer):
             shift = mm * scale
             np.subtract(0.0 if beta is None else beta, shift, out=shift)
             y = functional.channel_affine(rows, scale, shift)
-            return self._restore(y, x.shape, axis), (rows, mm.copy(), mv.copy(), False, axis)
+            ctx = (rows, mm.copy(), mv.copy(), False, axis, x.shape)
+            return self._restore(y, x.shape, axis), ctx
         y, mean, var = functional.batch_norm(rows, gamma, beta, self.epsilon)
         m = np.float32(self.momentum)
         self.moving_mean.value *= m
         self.moving_mean.value += (1 - m) * mean
         self.moving_variance.value *= m
         self.moving_variance.value += (1 - m) * var
-        return self._restore(y, x.shape, axis), (rows, mean, var, True, axis)
+        return self._restore(y, x.shape, axis), (rows, mean, var, True, axis, x.shape)
 
-    def _backward(self, ctx, dy, need_input_grad):
-        rows, mean, var, batch_stats, axis = ctx
+    def backward(self, ctx, dy, need_input_grad=True):
+        rows, mean, var, batch_stats, axis, shape = ctx
+        dy = self._grad(dy, shape)
         g, _ = self._as_rows(dy)
         gamma, _ = self._gamma_beta()
         gx, dgamma, dbeta = functional.batch_norm_backward(

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from .. import functional
-from .._shapes import pair, pool_output_size, resolve_padding, window_centres
+from .._shapes import flag, pair, pool_output_size, resolve_padding, window_centres
 from .base import Layer
 from .conv import data_format_arg, image_shape, padding_arg, spatial_dims
 
@@ -16,6 +14,12 @@ class _Pooling2D(Layer):
         self.pool_size = pair(pool_size, "pool_size", 1)
         self.strides = self.pool_size if strides is None else pair(strides, "strides", 1)
         self.padding = padding_arg(padding)
+        if not isinstance(self.padding, str):
+            (t, b), (l, r) = self.padding
+            if t != b or l != r:
+                raise ValueError(
+                    f"pooling padding must be the same on both sides (ph, pw), got {padding!r}"
+                )
         self.data_format = data_format or "channels_last"
         self._fmt = data_format_arg(data_format)
 
@@ -42,11 +46,15 @@ class _Pooling2D(Layer):
         return dict(
             kernel_size=self.pool_size,
             stride=self.strides,
-            padding=self.padding,
+            padding=self.padding
+            if isinstance(self.padding, str)
+            else (self.padding[0][0], self.padding[1][0]),
             data_format=self._fmt,
         )
 
-    def _backward(self, x, dy, need_input_grad):
+    def backward(self, ctx, dy, need_input_grad=True):
+        x, shape = ctx
+        dy = self._grad(dy, shape)
         return self._pool_backward(dy, x) if need_input_grad else None
 
     def get_config(self):
@@ -63,7 +71,8 @@ class MaxPooling2D(_Pooling2D):
     """Max over each window ("same" padding never wins a window)."""
 
     def _forward(self, x, training):
-        return functional.max_pool2d(x, **self._args()), x
+        y = functional.max_pool2d(x, **self._args())
+        return y, (x, y.shape)
 
     def _pool_backward(self, dy, x):
         return functional.max_pool2d_backward(dy, x, **self._args())
@@ -73,7 +82,8 @@ class AveragePooling2D(_Pooling2D):
     """Mean over each window; with "same" padding the padded cells are not counted (Keras)."""
 
     def _forward(self, x, training):
-        return functional.avg_pool2d(x, count_include_pad=False, **self._args()), x
+        y = functional.avg_pool2d(x, count_include_pad=False, **self._args())
+        return y, (x, y.shape)
 
     def _pool_backward(self, dy, x):
         return functional.avg_pool2d_backward(dy, x, count_include_pad=False, **self._args())
@@ -84,7 +94,7 @@ class _GlobalPooling2D(Layer):
         super().__init__(**kwargs)
         self.data_format = data_format or "channels_last"
         self._fmt = data_format_arg(data_format)
-        self.keepdims = bool(keepdims)
+        self.keepdims = flag(keepdims, "keepdims")
 
     def compute_output_shape(self, input_shape):
         c = spatial_dims(input_shape, self._fmt, self.name)[2]
@@ -92,6 +102,13 @@ class _GlobalPooling2D(Layer):
 
     def _shape_out(self, y):
         return y if self.keepdims else y.reshape(y.shape[0], -1)
+
+    def _check_dy(self, x, dy):
+        """dy must be (N, C), or with keepdims (N, 1, 1, C) / (N, C, 1, 1)."""
+        c = x.shape[3] if self._fmt == "NHWC" else x.shape[1]
+        kept = (x.shape[0], 1, 1, c) if self._fmt == "NHWC" else (x.shape[0], c, 1, 1)
+        self._grad(dy, kept if self.keepdims else (x.shape[0], c))
+        return kept
 
     def get_config(self):
         return {**super().get_config(), "data_format": self.data_format, "keepdims": self.keepdims}
@@ -104,6 +121,7 @@ class GlobalAveragePooling2D(_GlobalPooling2D):
         return self._shape_out(functional.global_avg_pool2d(x, self._fmt, keepdims=True)), x
 
     def _backward(self, x, dy, need_input_grad):
+        self._check_dy(x, dy)
         if not need_input_grad:
             return None
         return functional.global_avg_pool2d_backward(dy, x, self._fmt)
@@ -120,8 +138,8 @@ class GlobalMaxPooling2D(_GlobalPooling2D):
         return self._shape_out(y), x
 
     def _backward(self, x, dy, need_input_grad):
+        kept = self._check_dy(x, dy)
         if not need_input_grad:
             return None
-        c = x.shape[3] if self._fmt == "NHWC" else x.shape[1]
-        g = np.reshape(dy, (x.shape[0], 1, 1, c) if self._fmt == "NHWC" else (x.shape[0], c, 1, 1))
+        g = dy.reshape(kept)
         return functional.max_pool2d_backward(g, x, self._window(x), data_format=self._fmt)

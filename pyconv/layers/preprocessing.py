@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import augment, functional
+from .._shapes import real
 from ..utils import new_rng
-from .base import Layer
+from .base import Layer, seed_arg
 
 
 class _RandomAffine(Layer):
@@ -14,10 +15,13 @@ class _RandomAffine(Layer):
 
     def __init__(self, fill_mode="reflect", fill_value=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if fill_mode not in functional.FILL_MODES:
-            raise ValueError(f"fill_mode must be one of {', '.join(functional.FILL_MODES)}")
-        self.fill_mode, self.fill_value, self.seed = fill_mode, float(fill_value), seed
-        self._rng = new_rng(seed)
+        if not isinstance(fill_mode, str) or fill_mode not in functional.FILL_MODES:
+            raise ValueError(
+                f"fill_mode must be one of {', '.join(functional.FILL_MODES)}, got {fill_mode!r}"
+            )
+        self.fill_mode, self.fill_value = fill_mode, real(fill_value, "fill_value")
+        self.seed = seed_arg(seed)
+        self._rng = new_rng(self.seed)
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -28,14 +32,18 @@ class _RandomAffine(Layer):
         raise NotImplementedError
 
     def _forward(self, x, training):
+        if x.ndim != 4:
+            raise ValueError(f"{type(self).__name__} expects (N, H, W, C) batches, got {x.shape}")
         if not training or len(x) == 0:
-            return x, False
+            return x, (False, x.shape)
         m = augment.random_matrices(
             len(x), x.shape[1], x.shape[2], self._rng, **self._transform_args()
         )
-        return functional.affine_warp(x, m, self.fill_mode, self.fill_value), True
+        return functional.affine_warp(x, m, self.fill_mode, self.fill_value), (True, x.shape)
 
-    def _backward(self, transformed, dy, need_input_grad):
+    def backward(self, ctx, dy, need_input_grad=True):
+        transformed, shape = ctx
+        dy = self._grad(dy, shape)
         if not need_input_grad:
             return None
         if transformed:
@@ -50,14 +58,27 @@ class _RandomAffine(Layer):
                 "fill_value": self.fill_value, "seed": self.seed}  # fmt: skip
 
 
+# Factors beyond this (a million turns, image sizes or zoom steps) only overflow the
+# transforms; nothing sensible needs them.
+_MAX_FACTOR = 1e6
+
+
 def _factor(value, name):
-    lo, hi = (-value, value) if np.isscalar(value) else tuple(value)
-    for v in (lo, hi):
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-            raise TypeError(f"{name} must be a number or a (lo, hi) pair, got {value!r}")
-    if not lo <= hi:
-        raise ValueError(f"{name} must give lo <= hi, got {value!r}")
-    return float(lo), float(hi)
+    """A number f (the range [-f, f]) or a (lo, hi) pair, finite, lo <= hi."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be a number or a (lo, hi) pair, got {value!r}")
+        lo, hi = (real(v, name) for v in value)
+    else:
+        hi = real(value, name)
+        lo = -hi
+    if not (abs(lo) <= _MAX_FACTOR and abs(hi) <= _MAX_FACTOR and lo <= hi):
+        raise ValueError(
+            f"{name} must give -{_MAX_FACTOR:g} <= lo <= hi <= {_MAX_FACTOR:g}, got {value!r}"
+        )
+    return lo, hi
 
 
 class RandomFlip(_RandomAffine):
@@ -104,8 +125,11 @@ class RandomTranslation(_RandomAffine):
         self, height_factor, width_factor, fill_mode="reflect", fill_value=0.0, seed=None, **kwargs
     ):
         super().__init__(fill_mode, fill_value, seed, **kwargs)
-        self.height_factor = abs(float(height_factor))
-        self.width_factor = abs(float(width_factor))
+        self.height_factor = abs(real(height_factor, "height_factor"))
+        self.width_factor = abs(real(width_factor, "width_factor"))
+        for name, f in (("height_factor", self.height_factor), ("width_factor", self.width_factor)):
+            if not f <= _MAX_FACTOR:
+                raise ValueError(f"{name} must be in [-{_MAX_FACTOR:g}, {_MAX_FACTOR:g}], got {f}")
 
     def _transform_args(self):
         return {"height_shift": self.height_factor, "width_shift": self.width_factor}

@@ -1,0 +1,375 @@
+"""Layer graphs: the functional API (``Model(inputs, outputs)``).
+
+    inputs = pyconv.Input((32, 32, 3))
+    x = Conv2D(16, 3, padding="same", activation="relu")(inputs)   # a SymbolicTensor
+    y = Add()([x, Conv2D(16, 3, padding="same")(x)])                 # a skip connection
+    model = pyconv.Model(inputs, Dense(10, activation="softmax")(Flatten()(y)))
+
+Calling a layer on symbolic tensors records a ``Node`` (the layer and the tensors it was
+called on) and returns the node's output tensor. ``Functional`` walks its nodes in
+topological order; the tape holds one entry per node, so a layer called twice (shared
+weights) has two contexts and its weight gradients add up. Backward visits the nodes in
+reverse order and sums the gradients of tensors that feed several nodes. Everything else
+(compile, fit, evaluate, predict, save, Grad-CAM) is ``Model``'s.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .layers import InputLayer, Layer, SymbolicTensor, deserialize, serialize
+from .models import Model, TapeEntry, apply_layer, backprop_layer
+from .utils import shape_str
+
+
+class Inputs:
+    """The batches of a model with several inputs, indexed and converted together (so the
+    training loop slices them as it slices one array)."""
+
+    __slots__ = ("arrays",)
+
+    def __init__(self, arrays):
+        self.arrays = list(arrays)
+
+    def __len__(self) -> int:
+        return len(self.arrays[0])
+
+    def __getitem__(self, index):
+        return Inputs([a[index] for a in self.arrays])
+
+    def astype(self, dtype, copy=True):
+        return Inputs([a.astype(dtype, copy=copy) for a in self.arrays])
+
+
+class Node:
+    """One call of a layer in a graph: ``layer(inbound)`` produced ``output``."""
+
+    __slots__ = ("layer", "inbound", "multi", "output")
+
+    def __init__(self, layer: Layer, inbound: list, multi: bool):
+        self.layer, self.inbound, self.multi = layer, inbound, multi
+        self.output: SymbolicTensor | None = None
+
+
+def input_node(tensor: SymbolicTensor) -> Node:
+    """The node of an ``Input`` tensor (made on first use)."""
+    if tensor.node is None:
+        tensor.node = Node(tensor.layer, [], False)
+        tensor.node.output = tensor
+    return tensor.node
+
+
+def call_symbolic(layer: Layer, inputs) -> SymbolicTensor:
+    """``layer(inputs)`` on symbolic tensors: build the layer for their shapes, record a node."""
+    multi = isinstance(inputs, (list, tuple))
+    tensors = list(inputs) if multi else [inputs]
+    for t in tensors:
+        if not isinstance(t, SymbolicTensor):
+            raise TypeError(
+                f"layer {layer.name!r}: a graph layer's inputs must all be symbolic tensors "
+                f"(from Input or another layer), got {type(t).__name__}"
+            )
+        if t.node is None:
+            input_node(t)
+    shapes = [t.shape[1:] for t in tensors]
+    out_shape = layer.build_for(shapes if multi else shapes[0])
+    node = Node(layer, tensors, multi)
+    node.output = SymbolicTensor(tuple(out_shape), layer, node)
+    return node.output
+
+
+def _tensor_list(value, what: str) -> list[SymbolicTensor]:
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not items:
+        raise ValueError(f"{what} must not be empty")
+    for t in items:
+        if not isinstance(t, SymbolicTensor):
+            raise TypeError(
+                f"{what} must be symbolic tensors (pyconv.Input(...) and layer outputs), "
+                f"got {type(t).__name__}"
+            )
+    return items
+
+
+class Functional(Model):
+    """A model over a graph of layers: ``Model(inputs, outputs)``."""
+
+    def __init__(self, inputs, outputs, name=None):
+        super().__init__(name=name)
+        self._multi_in = isinstance(inputs, (list, tuple))
+        self._multi_out = isinstance(outputs, (list, tuple))
+        self._inputs = _tensor_list(inputs, "inputs")
+        self._outputs = _tensor_list(outputs, "outputs")
+        for t in self._inputs:
+            if not isinstance(t.layer, InputLayer):
+                raise ValueError(
+                    f"inputs must come from pyconv.Input(...), got the output of {t.layer.name!r}"
+                )
+            input_node(t)
+        if len({id(t) for t in self._inputs}) != len(self._inputs):
+            raise ValueError("the same Input appears twice in inputs")
+        self._nodes = self._topological_order()
+        self._input_nodes = [t.node for t in self._inputs]
+        layers: list[Layer] = []
+        for node in self._nodes:
+            if not any(node.layer is l for l in layers):
+                layers.append(node.layer)
+        names = [l.name for l in layers]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"layer names must be unique in a model, repeated: {sorted(dup)}")
+        self._layers = layers
+
+    def _topological_order(self) -> list[Node]:
+        """Nodes from the inputs to the outputs (post-order DFS: the last output's node
+        comes last); every path must start at one of ``inputs``."""
+        order, state = [], {}
+        allowed = {id(t.node) for t in self._inputs}
+        for out in self._outputs:
+            stack = [(out.node, False)]
+            while stack:
+                node, done = stack.pop()
+                if done:
+                    if state.get(id(node)) != 2:
+                        state[id(node)] = 2
+                        order.append(node)
+                    continue
+                if state.get(id(node)) == 2:
+                    continue
+                if not node.inbound and id(node) not in allowed:
+                    raise ValueError(
+                        f"graph disconnected: {node.layer.name!r} is an input of the graph "
+                        f"but not in the model's inputs"
+                    )
+                state[id(node)] = 1
+                stack.append((node, True))
+                for t in reversed(node.inbound):
+                    if state.get(id(t.node)) != 2:
+                        stack.append((t.node, False))
+        for t in self._inputs:
+            if state.get(id(t.node)) != 2:
+                order.insert(0, t.node)  # an unused input: accepted, as Keras
+        return order
+
+    # --- wiring ----------------------------------------------------------------------------
+
+    @property
+    def layers(self) -> list[Layer]:
+        return list(self._layers)
+
+    @property
+    def built(self) -> bool:
+        return True
+
+    @property
+    def inputs(self) -> list[SymbolicTensor]:
+        return list(self._inputs)
+
+    @property
+    def outputs(self) -> list[SymbolicTensor]:
+        return list(self._outputs)
+
+    @property
+    def input_shape(self):
+        shapes = [t.shape for t in self._inputs]
+        return shapes if self._multi_in else shapes[0]
+
+    @property
+    def output_shape(self):
+        shapes = [t.shape for t in self._outputs]
+        return shapes if self._multi_out else shapes[0]
+
+    def _prepare_x(self, x, name="x"):
+        """One float32 batch per input (bundled as ``Inputs`` when there are several)."""
+        from .models import _as_batch_array
+
+        if isinstance(x, Inputs):
+            x = x.arrays
+        if self._multi_in:
+            if not isinstance(x, (list, tuple)) or len(x) != len(self._inputs):
+                raise ValueError(
+                    f"model {self.name!r} has {len(self._inputs)} inputs: {name} must be a "
+                    f"list of {len(self._inputs)} arrays"
+                )
+            xs = [_as_batch_array(a, f"{name}[{i}]") for i, a in enumerate(x)]
+            if len({len(a) for a in xs}) > 1:
+                raise ValueError(
+                    f"{name}: the input arrays have different numbers of samples "
+                    f"{[len(a) for a in xs]}"
+                )
+        else:
+            xs = [_as_batch_array(x, name)]
+        for a, t in zip(xs, self._inputs):
+            if tuple(a.shape[1:]) != t.shape[1:]:
+                raise ValueError(
+                    f"model {self.name!r} expects {name} of shape {shape_str(t.shape)} for "
+                    f"input {t.layer.name!r}, got {a.shape}"
+                )
+        return Inputs(xs) if self._multi_in else xs[0]
+
+    def _ensure_built(self, x) -> None:
+        """Nothing to build: the layers were built when the graph was made (``_prepare_x``
+        has checked the shapes)."""
+
+    def _forward(self, x, training, keep=frozenset()):
+        xs = x.arrays if isinstance(x, Inputs) else list(x) if self._multi_in else [x]
+        values: dict[int, np.ndarray] = {id(n): a for n, a in zip(self._input_nodes, xs)}
+        # Free each intermediate output once its last consumer has run (the tape keeps
+        # what the backward needs): inference on deep graphs holds only the live tensors.
+        uses: dict[int, int] = {}
+        for node in self._nodes:
+            for t in node.inbound:
+                uses[id(t.node)] = uses.get(id(t.node), 0) + 1
+        for t in self._outputs:
+            uses[id(t.node)] = uses.get(id(t.node), 0) + 1
+        tape: list[TapeEntry] = []
+        penalties: list[float] = []
+        for node in self._nodes:
+            if not node.inbound:
+                continue
+            ins = [values[id(t.node)] for t in node.inbound]
+            y = apply_layer(
+                node.layer, ins if node.multi else ins[0], training, tape, penalties,
+                id(node.layer) in keep,
+            )  # fmt: skip
+            tape[-1].node = node
+            values[id(node)] = y
+            for t in node.inbound:
+                uses[id(t.node)] -= 1
+                if uses[id(t.node)] == 0:
+                    del values[id(t.node)]
+        outs = [values[id(t.node)] for t in self._outputs]
+        return (outs if self._multi_out else outs[0]), tape, float(sum(penalties))
+
+    def _needs_input_grad(self) -> dict[int, bool]:
+        """Per node: whether any node upstream has trainable weights (else its input
+        gradient is never used: frozen bases get no backward at all)."""
+        reaches: dict[int, bool] = {}
+        needs: dict[int, bool] = {}
+        for node in self._nodes:
+            up = any(reaches[id(t.node)] for t in node.inbound)
+            needs[id(node)] = up
+            reaches[id(node)] = up or bool(node.layer.trainable_weights)
+        return needs
+
+    def _backward(self, tape, dy, skip_activation, stop_at=None):
+        grads: dict[int, np.ndarray] = {}
+
+        def add(node, g):
+            if not node.inbound:  # a model input: its gradient is not wanted
+                return
+            prev = grads.get(id(node))
+            grads[id(node)] = g if prev is None else prev + g
+
+        dys = dy if self._multi_out else [dy]
+        for t, g in zip(self._outputs, dys):
+            add(t.node, g)
+        needs = self._needs_input_grad()
+        fused_node = self._outputs[-1].node if skip_activation else None
+        for i in range(len(tape) - 1, -1, -1):
+            entry = tape[i]
+            tape[i] = None
+            node = entry.node
+            g = grads.pop(id(node), None)
+            if stop_at is not None and node.layer is stop_at:
+                return g
+            if g is None:
+                continue  # this node does not feed the outputs being differentiated
+            need = stop_at is not None or needs[id(node)]
+            dx = backprop_layer(entry, g, need, node is fused_node)
+            if not need:
+                continue
+            dxs = dx if node.multi else [dx]
+            for t, gx in zip(node.inbound, dxs):
+                if gx is not None:
+                    add(t.node, gx)
+        return None
+
+    def _layer_path(self, layer) -> list[Layer]:
+        """Layers from an input to ``layer``'s first call, following each node's first input."""
+        node = next((n for n in self._nodes if n.layer is layer), None)
+        if node is None:
+            raise ValueError(f"layer {layer.name!r} is not in model {self.name!r}")
+        path = [node.layer]
+        while node.inbound:
+            node = node.inbound[0].node
+            path.append(node.layer)
+        return path[::-1]
+
+    # --- summary / config ------------------------------------------------------------------
+
+    def summary(self, line_length=None, print_fn=None):
+        """Keras's functional table: layer (type), output shape, params, connected to."""
+        print_fn = print_fn or print
+        rows = []
+        for node in self._nodes:
+            layer = node.layer
+            src = ", ".join(t.layer.name for t in node.inbound)
+            params = f"{layer.count_params():,}" if layer.built else "0"
+            rows.append(
+                (
+                    f"{layer.name} ({type(layer).__name__})",
+                    shape_str(node.output.shape),
+                    params,
+                    src,
+                )
+            )
+        heads = ("Layer (type)", "Output Shape", "Param #", "Connected to")
+        widths = [max(len(heads[i]), *(len(r[i]) for r in rows)) + 3 for i in range(4)]
+        width = max(line_length or 0, sum(widths))
+        header = "".join(h.ljust(w) for h, w in zip(heads, widths))
+        lines = [f'Model: "{self.name}"', "_" * width, header, "=" * width]
+        for i, r in enumerate(rows):
+            lines.append("".join(c.ljust(w) for c, w in zip(r, widths)))
+            if i + 1 < len(rows):
+                lines.append("")
+        trainable = sum(v.value.size for v in self.trainable_weights)
+        non_trainable = sum(v.value.size for v in self.non_trainable_weights)
+        lines += ["=" * width, f"Total params: {trainable + non_trainable:,}",
+                  f"Trainable params: {trainable:,}", f"Non-trainable params: {non_trainable:,}",
+                  "_" * width]  # fmt: skip
+        for line in lines:
+            print_fn(line)
+
+    def get_config(self) -> dict:
+        index = {id(n): i for i, n in enumerate(self._nodes)}
+        return {
+            "name": self.name,
+            "layers": [serialize(l) for l in self._layers],
+            "nodes": [
+                {
+                    "layer": n.layer.name,
+                    "inbound": [index[id(t.node)] for t in n.inbound],
+                    "multi": n.multi,
+                }
+                for n in self._nodes
+            ],
+            "inputs": [index[id(t.node)] for t in self._inputs],
+            "outputs": [index[id(t.node)] for t in self._outputs],
+            "multi_inputs": self._multi_in,
+            "multi_outputs": self._multi_out,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None):
+        layers = {}
+        for spec in config["layers"]:
+            layer = deserialize(spec, custom_objects)
+            layers[layer.name] = layer
+        tensors: list[SymbolicTensor] = []
+        for spec in config["nodes"]:
+            layer = layers[spec["layer"]]
+            if not spec["inbound"]:
+                if not isinstance(layer, InputLayer):
+                    raise ValueError(f"node of {layer.name!r} has no inputs but is not an Input")
+                tensors.append(SymbolicTensor(layer.shape, layer))
+                continue
+            ins = [tensors[i] for i in spec["inbound"]]
+            tensors.append(call_symbolic(layer, ins if spec["multi"] else ins[0]))
+        ins = [tensors[i] for i in config["inputs"]]
+        outs = [tensors[i] for i in config["outputs"]]
+        return cls(
+            ins if config.get("multi_inputs") else ins[0],
+            outs if config.get("multi_outputs") else outs[0],
+            name=config.get("name"),
+        )
