@@ -21,7 +21,7 @@ non-trainable parameters):
 | ``cifar_resnet20()`` | (32, 32, 3) | 272,474 | He et al. 2016, sec. 4.2 (1x1 projections) |
 | ``vgg16()`` | (224, 224, 3) | 138,357,544 | Simonyan and Zisserman 2015 |
 | ``alexnet()`` | (224, 224, 3) | 61,100,840 | torchvision's AlexNet |
-| ``siamese_network()`` | two (28, 28, 1) | 225,891 | lecture 000's twins with a 3-D bottleneck |
+| ``siamese_network()`` | two (28, 28, 1) | 224,131 | lecture 000's twins with a 3-D bottleneck |
 
 ``RECIPES`` holds, per network, the data set, optimizer, loss, epochs, batch size and
 augmentation that ``pyconv train`` uses (and RESULTS.md reports).
@@ -273,7 +273,7 @@ def siamese_network(input_shape=(28, 28, 1), embedding_dim=3):
     ``embedding_dim``-D embeddings (the lecture's bottleneck of 3); the model outputs their
     Euclidean distance, to be trained with ``losses.ContrastiveLoss`` (label 1 = same class).
     Returns (siamese model, encoder model); the encoder shares the twins' layers, so after
-    training it maps single images to their embeddings."""
+    training it maps single images to their embeddings. 224,131 parameters (one set)."""
     encoder_layers = [
         L.Conv2D(32, 3, activation="relu"),
         L.MaxPooling2D(2),

@@ -263,6 +263,7 @@ def test_siamese_network_learns_to_separate_pairs(rng):
     """Twin encoders with shared weights and a contrastive loss: after training on pairs of
     two synthetic classes, same-class pairs are closer than different-class pairs."""
     pyconv.set_random_seed(11)
+    assert zoo.siamese_network()[0].count_params() == 224_131  # as documented
     siamese, encoder = zoo.siamese_network(input_shape=(12, 12, 1), embedding_dim=3)
     assert siamese.count_params() == encoder.count_params()  # one set of weights
     siamese.compile(pyconv.optimizers.Adam(1e-3), pyconv.losses.ContrastiveLoss(margin=1.0))
