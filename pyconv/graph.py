@@ -75,6 +75,7 @@ def call_symbolic(layer: Layer, inputs) -> SymbolicTensor:
     out_shape = layer.build_for(shapes if multi else shapes[0])
     node = Node(layer, tensors, multi)
     node.output = SymbolicTensor(tuple(out_shape), layer, node)
+    layer._graph_outputs.append(node.output)
     return node.output
 
 
@@ -168,6 +169,17 @@ class Functional(Model):
     @property
     def outputs(self) -> list[SymbolicTensor]:
         return list(self._outputs)
+
+    @property
+    def input(self):
+        """The input tensor (a list with several inputs), as Keras's ``model.input``."""
+        return list(self._inputs) if self._multi_in else self._inputs[0]
+
+    @property
+    def output(self):
+        """The output tensor (a list with several outputs): a new model can start from the
+        tensors of this one (transfer learning: ``Model(base.input, head(tensor))``)."""
+        return list(self._outputs) if self._multi_out else self._outputs[0]
 
     @property
     def input_shape(self):
@@ -363,6 +375,7 @@ class Functional(Model):
                 if not isinstance(layer, InputLayer):
                     raise ValueError(f"node of {layer.name!r} has no inputs but is not an Input")
                 tensors.append(SymbolicTensor(layer.shape, layer))
+                layer._graph_outputs.append(tensors[-1])
                 continue
             ins = [tensors[i] for i in spec["inbound"]]
             tensors.append(call_symbolic(layer, ins if spec["multi"] else ins[0]))

@@ -311,3 +311,25 @@ def test_concatenate_backward_splits_exactly(rng):
     ga, gb = cat.backward(ctx, y)
     np.testing.assert_array_equal(ga, a.astype(np.float32))
     np.testing.assert_array_equal(gb, b.astype(np.float32))
+
+
+def test_transfer_learning_by_graph_surgery(rng):
+    """Keras's recipe: freeze a trained base, put a new head on an inner tensor; the base's
+    weights stay as they were while the head trains, and predictions of the base agree."""
+    pyconv.set_random_seed(12)
+    base = zoo.cifar_resnet20(input_shape=(8, 8, 3), num_classes=5)
+    features = base.layers[-2]  # the global average pooling before the old head
+    for layer in base.layers:
+        layer.trainable = False
+    head = L.Dense(3, activation="softmax", name="new_head")(features.output)
+    model = pyconv.Model(base.input, head)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    assert [v.name for v in model.trainable_weights] == ["new_head/kernel", "new_head/bias"]
+    before = [w.copy() for w in base.get_weights()]
+    x = rng.random((16, 8, 8, 3)).astype(np.float32)
+    model.fit(x, np.arange(16) % 3, epochs=2, batch_size=8, verbose=0)
+    for a, b in zip(before, base.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert model.predict(x).shape == (16, 3) and base.predict(x).shape == (16, 5)
+    with pytest.raises(AttributeError, match="not been called"):
+        _ = L.Dense(2).output

@@ -138,6 +138,20 @@ class Layer:
             None if input_shape is None else _shape_tuple(input_shape, "input_shape")
         )
         self.activity_regularizer = None
+        self._graph_outputs: list = []  # symbolic outputs of this layer's calls (graphs)
+
+    @property
+    def output(self):
+        """The symbolic output of this layer in a layer graph (Keras's ``layer.output``), to
+        build a new graph from part of another: ``Model(base.input, head(layer.output))``."""
+        if not self._graph_outputs:
+            raise AttributeError(f"layer {self.name!r} has not been called on a symbolic tensor")
+        if len(self._graph_outputs) > 1:
+            raise AttributeError(
+                f"layer {self.name!r} is called {len(self._graph_outputs)} times in graphs; "
+                "its output is ambiguous (use the tensor its call returned)"
+            )
+        return self._graph_outputs[0]
 
     def spatial_map(self):
         """((scale_h, offset_h), (scale_w, offset_w)): output pixel (i, j) lies over input
@@ -342,4 +356,6 @@ class SymbolicTensor:
 def Input(shape, name=None) -> SymbolicTensor:  # noqa: N802 (Keras's name)
     """A model input of ``shape`` (batch dimension excluded), as ``keras.Input``."""
     layer = InputLayer(shape=shape, name=name)
-    return SymbolicTensor(layer.shape, layer)
+    tensor = SymbolicTensor(layer.shape, layer)
+    layer._graph_outputs.append(tensor)
+    return tensor
