@@ -118,6 +118,7 @@ from . import (  # noqa: E402
     callbacks,
     datasets,
     functional,
+    graph,
     initializers,
     layers,
     losses,

@@ -219,6 +219,79 @@ class Functional(Model):
                 )
         return Inputs(xs) if self._multi_in else xs[0]
 
+    def _output_names(self) -> list[str]:
+        return [t.layer.name for t in self._outputs]
+
+    def _prepare_y(self, y):
+        """Targets: one array, or (several outputs) a list of one array per output."""
+        from .models import _as_batch_array
+
+        if not self._multi_out:
+            return _as_batch_array(y, "y")
+        if isinstance(y, Inputs):
+            return y
+        if isinstance(y, dict):
+            names = self._output_names()
+            if sorted(y) != sorted(names):
+                raise ValueError(f"y must have one entry per output {names}, got {sorted(y)}")
+            y = [y[n] for n in names]
+        if not isinstance(y, (list, tuple)) or len(y) != len(self._outputs):
+            raise ValueError(
+                f"model {self.name!r} has {len(self._outputs)} outputs: y must be a list of "
+                f"{len(self._outputs)} arrays (or a dict by output name)"
+            )
+        ys = [_as_batch_array(a, f"y[{i}]") for i, a in enumerate(y)]
+        if len({len(a) for a in ys}) > 1:
+            raise ValueError("y: the target arrays have different numbers of samples")
+        return Inputs(ys)
+
+    def _loss_and_grad(self, y_true, y_pred, tape, sample_weight):
+        if not self._multi_out:
+            return super()._loss_and_grad(y_true, y_pred, tape, sample_weight)
+        # several outputs: L = sum_i w_i L_i(y_i, out_i); each output's softmax/sigmoid is
+        # folded into its cross-entropy where it can be (the set of such nodes goes to
+        # _backward instead of a single flag)
+        entries = {id(e.node): e for e in tape}
+        total, grads, fused = 0.0, [], set()
+        for i, (t, loss_fn) in enumerate(zip(self._outputs, self._losses)):
+            entry = entries.get(id(t.node))
+            act = getattr(t.layer, "activation", None)
+            logits = getattr(entry.ctx, "logits", None) if entry is not None else None
+            if (
+                loss_fn.fused_activation is not None
+                and not loss_fn.from_logits
+                and act is not None
+                and act.name == loss_fn.fused_activation
+                and logits is not None
+                and sum(o.node is t.node for o in self._outputs) == 1
+            ):
+                loss, grad = loss_fn.value_and_grad_logits(y_true.arrays[i], logits, sample_weight)
+                fused.add(id(t.node))
+            else:
+                loss, grad = loss_fn.value_and_grad(y_true.arrays[i], y_pred[i], sample_weight)
+                grad = grad.astype(np.float32, copy=False)
+            loss, grad = self._weighted(loss, grad, i)
+            total += loss
+            grads.append(grad)
+        return total, grads, fused
+
+    def _loss_value(self, y_true, y_pred, sample_weight) -> float:
+        if not self._multi_out:
+            return super()._loss_value(y_true, y_pred, sample_weight)
+        return sum(
+            w * loss_fn.value_and_grad(y, p, sample_weight)[0]
+            for loss_fn, w, y, p in zip(self._losses, self._loss_weights, y_true.arrays, y_pred)
+        )
+
+    def _metrics(self, y_true, y_pred) -> list[np.ndarray]:
+        if not self._multi_out:
+            return super()._metrics(y_true, y_pred)
+        per = len(self._metric_specs)
+        return [
+            np.asarray(f(y_true.arrays[k // per], y_pred[k // per]), np.float64).reshape(-1)
+            for k, f in enumerate(self._metric_fns)
+        ]
+
     def _ensure_built(self, x) -> None:
         """Nothing to build: the layers were built when the graph was made (``_prepare_x``
         has checked the shapes)."""
@@ -277,7 +350,10 @@ class Functional(Model):
         for t, g in zip(self._outputs, dys):
             add(t.node, g)
         needs = self._needs_input_grad()
-        fused_node = self._outputs[-1].node if skip_activation else None
+        if isinstance(skip_activation, set):  # several outputs: the ids of fused nodes
+            fused = skip_activation
+        else:
+            fused = {id(self._outputs[-1].node)} if skip_activation else set()
         for i in range(len(tape) - 1, -1, -1):
             entry = tape[i]
             tape[i] = None
@@ -288,7 +364,7 @@ class Functional(Model):
             if g is None:
                 continue  # this node does not feed the outputs being differentiated
             need = stop_at is not None or needs[id(node)]
-            dx = backprop_layer(entry, g, need, node is fused_node)
+            dx = backprop_layer(entry, g, need, id(node) in fused)
             if not need:
                 continue
             dxs = dx if node.multi else [dx]

@@ -94,7 +94,9 @@ class Model:
             raise ValueError(f"name must be a non-empty str, got {name!r}")
         self.name = name or unique_name(snake_case(type(self).__name__))
         self.optimizer = None
-        self.loss = None
+        self.loss = None  # the (first output's) loss
+        self._losses: list = []
+        self._loss_weights: list[float] = [1.0]
         self.compiled = False
         self.stop_training = False
         self.history = None
@@ -194,21 +196,68 @@ class Model:
 
     # --- compile ----------------------------------------------------------------------------
 
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None):
-        """Choose the optimizer, the loss and the metrics (names or objects, as in Keras)."""
+    def _output_names(self) -> list[str]:
+        """Names of the model's outputs (their layers' names); one for a Sequential."""
+        return [self.layers[-1].name] if self.layers else ["output"]
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None):
+        """Choose the optimizer, the loss and the metrics (names or objects, as in Keras).
+
+        A model with several outputs takes one loss for all, a list (one per output) or a
+        dict {output layer name: loss}; ``loss_weights`` likewise (the total loss is the
+        weighted sum); metrics apply to every output, logged as ``<output>_<metric>``."""
         if loss is None:
             raise ValueError("compile() needs a loss, e.g. loss='sparse_categorical_crossentropy'")
+        names = self._output_names()
+        per_output = self._per_output(loss, "loss", names)
+        weights = self._per_output(
+            1.0 if loss_weights is None else loss_weights, "loss_weights", names
+        )
+        for w in weights:
+            if isinstance(w, bool) or not isinstance(w, (int, float)):
+                raise TypeError(f"loss_weights must be numbers, got {w!r}")
         self.optimizer = optimizers_mod.get(optimizer)
-        self.loss = losses_mod.get(loss)
+        self._losses = [losses_mod.get(l) for l in per_output]
+        self._loss_weights = [float(w) for w in weights]
+        self._loss_spec = loss
+        self.loss = self._losses[0]
         if metrics is None:
             metrics = []
         if isinstance(metrics, (str,)) or callable(metrics):
             metrics = [metrics]
         self._metric_specs = list(metrics)
-        pairs = [metrics_mod.get(m, self.loss.name) for m in self._metric_specs]
-        self._metric_names = [n for n, _ in pairs]
-        self._metric_fns = [f for _, f in pairs]
+        self._metric_names, self._metric_fns = [], []
+        for out, out_loss in zip(names, self._losses):
+            for m in self._metric_specs:
+                name, fn = metrics_mod.get(m, out_loss.name)
+                self._metric_names.append(name if len(names) == 1 else f"{out}_{name}")
+                self._metric_fns.append(fn)
         self.compiled = True
+
+    @staticmethod
+    def _per_output(value, what: str, names: list[str]) -> list:
+        """One entry per output from a single value, a list or a dict by output name."""
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(names))
+            if unknown or len(value) != len(names):
+                raise ValueError(
+                    f"{what} must have one entry per output {names}, got keys {sorted(value)}"
+                )
+            return [value[n] for n in names]
+        if isinstance(value, (list, tuple)):
+            if len(value) != len(names):
+                raise ValueError(
+                    f"{what} must have one entry per output ({len(names)}), got {len(value)}"
+                )
+            return list(value)
+        return [value] * len(names)
+
+    def _prepare_y(self, y):
+        return _as_batch_array(y, "y")
+
+    def _loss_value(self, y_true, y_pred, sample_weight) -> float:
+        """The loss (without penalties) of a batch's predictions, in inference."""
+        return self.loss.value_and_grad(y_true, y_pred, sample_weight)[0] * self._loss_weights[0]
 
     def _require_compiled(self, what: str) -> None:
         if not self.compiled:
@@ -229,9 +278,13 @@ class Model:
             and logits is not None
         ):
             loss, grad = self.loss.value_and_grad_logits(y_true, logits, sample_weight)
-            return loss, grad, True
+            return self._weighted(loss, grad, 0) + (True,)
         loss, grad = self.loss.value_and_grad(y_true, y_pred, sample_weight)
-        return loss, grad.astype(np.float32, copy=False), False
+        return self._weighted(loss, grad.astype(np.float32, copy=False), 0) + (False,)
+
+    def _weighted(self, loss, grad, i):
+        w = self._loss_weights[i]
+        return (loss, grad) if w == 1.0 else (loss * w, grad * np.float32(w))
 
     def _regularization(self, add_grads: bool) -> float:
         """Sum of weight penalties; with add_grads, their gradients go into trainable .grad."""
@@ -308,7 +361,7 @@ class Model:
         x = self._prepare_x(x, "x")
         if y is None:
             raise ValueError("y (the targets) is required")
-        y = _as_batch_array(y, "y")
+        y = self._prepare_y(y)
         if len(x) != len(y):
             raise ValueError(
                 f"x and y must have the same number of samples, got {len(x)} and {len(y)}"
@@ -316,6 +369,8 @@ class Model:
         return x, y
 
     def _class_sample_weights(self, y, class_weight) -> np.ndarray:
+        if not isinstance(y, np.ndarray):
+            raise ValueError("class_weight needs a model with one output; use sample_weight")
         if not isinstance(class_weight, dict):
             raise TypeError("class_weight must be a dict {class index: weight}")
         labels = (
@@ -461,7 +516,7 @@ class Model:
             yb = y[start : start + batch_size]
             y_pred, tape, penalty = self._forward(xb, training=False)
             swb = None if sw is None else sw[start : start + batch_size]
-            loss, _ = self.loss.value_and_grad(yb, y_pred, swb)
+            loss = self._loss_value(yb, y_pred, swb)
             loss_sum += (loss + penalty) * len(xb)
             for i, m in enumerate(self._metrics(yb, y_pred)):
                 met_sums[i] += float(m.sum())
@@ -486,6 +541,8 @@ class Model:
             self._forward(x[s : s + batch_size].astype(np.float32, copy=False), training=False)[0]
             for s in range(0, len(x), batch_size)
         ]
+        if outs and isinstance(outs[0], list):  # several outputs: one array each
+            return [np.concatenate(parts) for parts in zip(*outs)]
         if not outs:
             return np.zeros((0, *self.output_shape[1:]), np.float32)
         return np.concatenate(outs) if len(outs) > 1 else np.ascontiguousarray(outs[0])
@@ -627,7 +684,10 @@ class Model:
         if self.compiled:
             specs = [m for m in self._metric_specs if isinstance(m, str)]
             manifest["compile"] = {
-                "loss": losses_mod.serialize(self.loss),
+                "loss": losses_mod.serialize(self.loss)
+                if len(self._losses) == 1
+                else [losses_mod.serialize(l) for l in self._losses],
+                "loss_weights": self._loss_weights,
                 "metrics": specs,
                 "optimizer": optimizers_mod.serialize(self.optimizer),
             }
@@ -837,7 +897,10 @@ def load_model(filepath, custom_objects=None, compile=True) -> Model:
         if compile and comp:
             model.compile(
                 optimizer=optimizers_mod.get(comp["optimizer"]),
-                loss=losses_mod.get(comp["loss"]),
+                loss=[losses_mod.get(l) for l in comp["loss"]]
+                if isinstance(comp["loss"], list)
+                else losses_mod.get(comp["loss"]),
+                loss_weights=comp.get("loss_weights"),
                 metrics=comp.get("metrics") or None,
             )
             state = m.get("optimizer_state")
