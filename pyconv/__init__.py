@@ -149,6 +149,7 @@ __all__ = [
     "datasets",
     "clear_session",
     "functional",
+    "graph",
     "get_conv_algorithm",
     "get_isa",
     "get_num_threads",
