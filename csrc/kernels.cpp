@@ -646,42 +646,65 @@ void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float
   // Tiles of pmax consecutive output pixels in (n, oh, ow) order, wrapping across rows and
   // images (the output is dense NHWC, so only the input side needs a per-pixel offset).
   const int64_t mtiles = ceil_div(M, tl.pmax);
-  const int64_t tasks = G * tl.ntl * mtiles;
+  // Task order. With 32 registers (AVX-512: 4 weight vectors and 6 broadcasts per 24 FMAs)
+  // pixel tiles run fastest: each thread keeps one channel tile's weights in L1/L2 and
+  // streams the input (85-95% of peak measured on Zen 5 and Xeon). With 16 (AVX2: 2 weight
+  // vectors and 6 broadcasts per 12 FMAs, twice the input loads per FMA) the input matters
+  // more: a chunk of pixel tiles (its input rows in L1/L2) runs through every channel tile
+  // before the next chunk, streaming the weights instead. On Zen 3 that took a 256-channel
+  // 3x3 layer from 60% to 84-94% of one core's peak and a stride-2 layer from 53% to 80%.
+  int64_t chunk = 1;
+  if constexpr (NUM_VREGS < 32) {
+    const int64_t by_cache = (128 * 1024) / (tl.pmax * Cg * 4);  // input bytes <= 128 KB
+    const int64_t by_tasks = mtiles * tl.ntl * G / (4 * int64_t{nthreads});  // >= 4 tasks/thread
+    chunk = std::max<int64_t>(1, std::min({int64_t{8}, by_cache, by_tasks}));
+  }
+  const int64_t mchunks = ceil_div(mtiles, chunk);
+  const int64_t tasks = G * tl.ntl * mchunks;
   const TileFn full = conv_tile_fn<true>(tl.nv, tl.pmax);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t task = 0; task < tasks; ++task) {
-    const int64_t mt = task % mtiles, ot = (task / mtiles) % tl.ntl, g = task / (mtiles * tl.ntl);
-    const int64_t m0 = mt * tl.pmax, np = std::min<int64_t>(tl.pmax, M - m0);
-    int64_t pix_off[ACC];
-    // Walk (n, oh, ow) from m0 without a division per pixel (divisions cost more than the
-    // whole tile on 1- and 3-channel layers).
-    int64_t ow = m0 % p.OW, oh = (m0 / p.OW) % p.OH, n = m0 / (p.OW * p.OH);
-    for (int64_t i = 0; i < np; ++i) {
-      pix_off[i] = ((n * Hp + oh * p.stride_h) * Wp + ow * p.stride_w) * p.C;
-      if (++ow == p.OW) {
-        ow = 0;
-        if (++oh == p.OH) {
-          oh = 0;
-          ++n;
+    // chunk == 1: (g, ot, mt) with mt fastest; else (g, mc, ot) with ot fastest
+    int64_t ot, mc, g;
+    if (chunk == 1) {
+      mc = task % mchunks, ot = (task / mchunks) % tl.ntl, g = task / (mchunks * tl.ntl);
+    } else {
+      ot = task % tl.ntl, mc = (task / tl.ntl) % mchunks, g = task / (mchunks * tl.ntl);
+    }
+    const int64_t mt_end = std::min(mtiles, (mc + 1) * chunk);
+    for (int64_t mt = mc * chunk; mt < mt_end; ++mt) {
+      const int64_t m0 = mt * tl.pmax, np = std::min<int64_t>(tl.pmax, M - m0);
+      int64_t pix_off[ACC];
+      // Walk (n, oh, ow) from m0 without a division per pixel (divisions cost more than the
+      // whole tile on 1- and 3-channel layers).
+      int64_t ow = m0 % p.OW, oh = (m0 / p.OW) % p.OH, n = m0 / (p.OW * p.OH);
+      for (int64_t i = 0; i < np; ++i) {
+        pix_off[i] = ((n * Hp + oh * p.stride_h) * Wp + ow * p.stride_w) * p.C;
+        if (++ow == p.OW) {
+          ow = 0;
+          if (++oh == p.OH) {
+            oh = 0;
+            ++n;
+          }
         }
       }
+      TileArgs a;
+      a.in = xp + g * Cg;
+      a.in_pix = 0;
+      a.pix_off = pix_off;
+      a.in_off = in_off;
+      a.w_off = w_off;
+      a.ntaps = static_cast<int>(T);
+      a.C = Cg;
+      a.w = wp + (g * tl.ntl + ot) * wtile;
+      a.w_row = w_row;
+      a.out = yo + m0 * p.O + g * Og + ot * tl.nt;
+      a.out_pix = p.O;
+      a.oc_valid = static_cast<int>(std::min<int64_t>(tl.nt, Og - ot * tl.nt));
+      a.bias = bp ? bp + (g * tl.ntl + ot) * tl.nt : nullptr;
+      a.relu = relu;
+      (np == tl.pmax ? full : conv_tile_fn<true>(tl.nv, static_cast<int>(np)))(a);
     }
-    TileArgs a;
-    a.in = xp + g * Cg;
-    a.in_pix = 0;
-    a.pix_off = pix_off;
-    a.in_off = in_off;
-    a.w_off = w_off;
-    a.ntaps = static_cast<int>(T);
-    a.C = Cg;
-    a.w = wp + (g * tl.ntl + ot) * wtile;
-    a.w_row = w_row;
-    a.out = yo + m0 * p.O + g * Og + ot * tl.nt;
-    a.out_pix = p.O;
-    a.oc_valid = static_cast<int>(std::min<int64_t>(tl.nt, Og - ot * tl.nt));
-    a.bias = bp ? bp + (g * tl.ntl + ot) * tl.nt : nullptr;
-    a.relu = relu;
-    (np == tl.pmax ? full : conv_tile_fn<true>(tl.nv, static_cast<int>(np)))(a);
   }
   if (!direct_out) unpack_nhwc(yo, y, nthreads);
 }
