@@ -566,7 +566,10 @@ void matmul_small_m(const float* x, int64_t M, int64_t C, const float* w, int64_
   const int64_t rblocks = ceil_div(C, kRows), cblocks = ceil_div(O, kCols);
   const int64_t Opad = cblocks * kCols;
   float* part = workspace().get(WS_AUX, rblocks * M * Opad);  // [rblock][m][Opad]
-#pragma omp parallel for num_threads(nthreads) schedule(static) collapse(2)
+  // A classifier head (e.g. 128 x 10) is a microsecond of work: waking a second thread
+  // costs more (and, on a busy machine, a scheduler slice).
+  const int threads = C * O < 32768 ? 1 : nthreads;
+#pragma omp parallel for num_threads(threads) schedule(static) collapse(2)
   for (int64_t rb = 0; rb < rblocks; ++rb)
     for (int64_t cb = 0; cb < cblocks; ++cb) {
       const int64_t c0 = rb * kRows, c1 = std::min(C, c0 + kRows), o0 = cb * kCols;
@@ -682,7 +685,9 @@ void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float
   const int64_t mchunks = ceil_div(mtiles, chunk);
   const int64_t tasks = G * tl.ntl * mchunks;
   const TileFn full = conv_tile_fn<true>(tl.nv, tl.pmax);
-#pragma omp parallel for num_threads(nthreads) schedule(static)
+  // Under ~64 KFLOP (a small head or a tiny layer) one thread beats a fork and join.
+  const int threads = M * p.O * T * Cg < 32768 ? 1 : nthreads;
+#pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t task = 0; task < tasks; ++task) {
     // chunk == 1: (g, ot, mt) with mt fastest; else (g, mc, ot) with ot fastest
     int64_t ot, mc, g;
