@@ -165,3 +165,12 @@ __all__ = [
     "set_random_seed",
     *layers.__all__,
 ]
+
+
+def __getattr__(name):
+    # pyconv.onnx needs the optional onnx package: imported on first use only
+    if name == "onnx":
+        import importlib
+
+        return importlib.import_module(".onnx", __name__)
+    raise AttributeError(f"module 'pyconv' has no attribute {name!r}")
