@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _core
 from ._shapes import (
+    MEMORY_BYTES,
     as_int,
     check_size,
     conv_output_size,
@@ -22,7 +23,6 @@ from ._shapes import (
     pool_output_size,
     real,
     resolve_padding,
-    size_of,
 )
 
 __all__ = [
@@ -60,8 +60,10 @@ _FLOAT32 = np.dtype(np.float32)
 
 def _float32(a, name: str) -> np.ndarray:
     """Any real numeric array-like -> float32 ndarray (views kept when already float32)."""
-    if type(a) is np.ndarray and a.dtype == _FLOAT32 and a.flags.c_contiguous and a.flags.aligned:
-        return a  # the common case, checked first: a layer's calls are ~2 us of Python each
+    if type(a) is np.ndarray and a.dtype == _FLOAT32:
+        flags = a.flags
+        if flags.c_contiguous and flags.aligned:
+            return a  # the common case, checked first: a layer's calls are ~2 us of Python each
     if a is None or isinstance(a, (str, bytes, dict, set)):
         raise TypeError(f"{name} must be an array, got {type(a).__name__}")
     try:
@@ -72,7 +74,8 @@ def _float32(a, name: str) -> np.ndarray:
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     # A (broadcast) view larger than the RAM: the copy below, or the core's packed copy of
     # it, could never be made.
-    check_size(arr.size, f"{name} of shape {arr.shape}")
+    if arr.size * 4 > MEMORY_BYTES:
+        check_size(arr.size, f"{name} of shape {arr.shape}")
     arr = arr.astype(np.float32, copy=False)
     if any(s % arr.itemsize for s in arr.strides) or not arr.flags.aligned:
         arr = np.ascontiguousarray(arr)  # the core reads whole, aligned floats
@@ -113,8 +116,9 @@ def _aligned_empty(shape) -> np.ndarray:
     lines; NumPy only promises 16 bytes) and drawn from the core's buffer cache, so a training
     step's same-sized outputs reuse memory that is already mapped instead of paying the OS's
     page faults on fresh memory every step (see pyconv.set_buffer_cache_limit)."""
+    # (Sizes beyond the RAM are refused before: each output is the size of an input, or of
+    # a conv2d output that _ConvGeometry checked.)
     shape = [int(d) for d in shape]
-    check_size(size_of(shape), f"an output of shape {tuple(shape)}")
     try:
         return _core.empty(shape)
     except MemoryError:
@@ -242,7 +246,9 @@ def conv2d(
     activation: None or "relu" (applied as the output is stored: no second pass).
     Returns y: (N, O, OH, OW) or (N, OH, OW, O).
     """
-    if activation not in (None, "linear", "relu"):
+    if activation is not None and (
+        not isinstance(activation, str) or activation not in ("linear", "relu")
+    ):
         raise ValueError(f"activation must be None, 'linear' or 'relu', got {activation!r}")
     fmt = _data_format(data_format)
     _, xv = _activation(x, "x", fmt)
@@ -457,8 +463,8 @@ def _channel_vector(v, name: str, c: int):
 
 def _epsilon(epsilon) -> float:
     eps = real(epsilon, "epsilon")
-    if not eps > 0:
-        raise ValueError(f"epsilon must be > 0, got {epsilon!r}")
+    if not eps >= 1e-45:  # > 0, also once the core rounds it to float32 (1e-50 would be 0)
+        raise ValueError(f"epsilon must be > 0 (and >= 1e-45, float32's least), got {epsilon!r}")
     return eps
 
 

@@ -23,6 +23,7 @@ from .._shapes import check_size, flag, size_of
 from ..utils import snake_case, unique_name
 
 _grad_mode = threading.local()
+_FLOAT32 = np.dtype(np.float32)
 
 
 @contextlib.contextmanager
@@ -126,7 +127,11 @@ class Layer:
             )
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError(f"name must be a non-empty str, got {name!r}")
-        if dtype not in (None, "float32", np.float32):
+        try:  # (np.dtype, not ``in``: an array would make ``in`` ambiguous)
+            float32 = dtype is None or np.dtype(dtype) == _FLOAT32
+        except (TypeError, ValueError):
+            float32 = False
+        if not float32:
             raise ValueError(f"only dtype float32 is supported, got {dtype!r}")
         self.name = name or unique_name(snake_case(type(self).__name__))
         self._trainable = flag(trainable, "trainable")
@@ -259,6 +264,13 @@ class Layer:
 
     def _batch(self, x) -> np.ndarray:
         """x as a float32 array with a batch dimension (TypeError/ValueError naming x)."""
+        if (
+            type(x) is np.ndarray
+            and x.dtype == _FLOAT32
+            and x.ndim
+            and not (self._needs_build and not self.built)
+        ):
+            return x  # the common case first: the ops below check layouts themselves
         x = functional._float32(x, "x")
         if x.ndim < 1:
             raise ValueError(f"layer {self.name!r} needs a batch of inputs, got a scalar")
@@ -271,7 +283,8 @@ class Layer:
 
     def _grad(self, dy, shape=None) -> np.ndarray:
         """dy (dL/d output) as a float32 array, of ``shape`` when given."""
-        dy = functional._float32(dy, "dy")
+        if type(dy) is not np.ndarray or dy.dtype != _FLOAT32:
+            dy = functional._float32(dy, "dy")
         if shape is not None and dy.shape != tuple(shape):
             raise ValueError(
                 f"layer {self.name!r}: dy must have the shape of the layer's output "

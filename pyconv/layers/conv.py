@@ -15,9 +15,9 @@ from .core import ActivationContext, KernelLayer, activate, activation_grad
 
 def data_format_arg(data_format) -> str:
     """Keras's data_format argument -> the core's "NHWC"/"NCHW" (one place for the rule)."""
-    if data_format is None or data_format == "channels_last":
+    if data_format is None or (isinstance(data_format, str) and data_format == "channels_last"):
         return "NHWC"
-    if data_format == "channels_first":
+    if isinstance(data_format, str) and data_format == "channels_first":
         return "NCHW"
     raise ValueError(
         f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}"
@@ -92,8 +92,8 @@ class Conv2D(KernelLayer):
         self.strides = pair(strides, "strides", 1)
         self.dilation_rate = pair(dilation_rate, "dilation_rate", 1)
         self.padding = padding_arg(padding)
+        self._fmt = data_format_arg(data_format)  # first: `or` is ambiguous for arrays
         self.data_format = data_format or "channels_last"
-        self._fmt = data_format_arg(data_format)
         self.groups = as_int(groups, "groups")
         if self.groups < 1 or self.filters % self.groups:
             raise ValueError(

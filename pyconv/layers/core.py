@@ -165,7 +165,10 @@ class Flatten(Layer):
 
     def __init__(self, data_format=None, **kwargs):
         super().__init__(**kwargs)
-        if data_format not in (None, "channels_last", "channels_first"):
+        formats = ("channels_last", "channels_first")
+        if data_format is not None and (
+            not isinstance(data_format, str) or data_format not in formats
+        ):
             raise ValueError(
                 f"data_format must be channels_last or channels_first, got {data_format!r}"
             )
@@ -354,7 +357,8 @@ class Softmax(Activation):
     """Softmax over the last axis."""
 
     def __init__(self, axis=-1, **kwargs):
-        if axis != -1:
+        is_int = isinstance(axis, (int, np.integer)) and not isinstance(axis, (bool, np.bool_))
+        if not is_int or axis != -1:
             raise ValueError(f"Softmax supports axis=-1 only, got {axis!r}")
         super().__init__(activations.Softmax(), **kwargs)
 

@@ -63,14 +63,24 @@ class Merge(Layer):
 
     def forward(self, x, training=False):
         if not isinstance(x, (list, tuple)):
-            raise TypeError(f"layer {self.name!r} takes a list of batches")
-        xs = [np.asarray(a, dtype=np.float32) for a in x]
+            raise TypeError(
+                f"layer {self.name!r} ({type(self).__name__}) takes a list of batches (x), "
+                f"got {type(x).__name__}"
+            )
+        xs = [self._batch(a) for a in x]  # float32 with a batch axis, or a clear error
         self.build_for([a.shape[1:] for a in xs])
         if any(len(a) != len(xs[0]) for a in xs):
             raise ValueError(
                 f"layer {self.name!r}: inputs have different batch sizes {[len(a) for a in xs]}"
             )
-        return self._forward(xs, training)
+        y, ctx = self._forward(xs, training)
+        return y, (y.shape, ctx)
+
+    def backward(self, ctx, dy, need_input_grad=True):
+        """The list of dL/d(each input) (Nones if not needed); dy must have the output's
+        shape."""
+        shape, inner = ctx
+        return self._backward(inner, self._grad(dy, shape), need_input_grad)
 
     def __call__(self, x, training=False):
         from .base import SymbolicTensor
@@ -184,7 +194,12 @@ class EuclideanDistance(Merge):
 
     def __init__(self, epsilon=1e-7, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or epsilon <= 0:
+        if (
+            isinstance(epsilon, bool)
+            or not isinstance(epsilon, (int, float))
+            or not np.isfinite(epsilon)
+            or epsilon <= 0
+        ):
             raise ValueError(f"epsilon must be a positive number, got {epsilon!r}")
         self.epsilon = float(epsilon)
 

@@ -41,8 +41,8 @@ class BatchNormalization(Layer):
         self.axis = as_int(axis, "axis")
         if not 0 <= real(momentum, "momentum") < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        if not real(epsilon, "epsilon") > 0:
-            raise ValueError(f"epsilon must be > 0, got {epsilon!r}")
+        if not real(epsilon, "epsilon") >= 1e-45:  # > 0 also in float32
+            raise ValueError(f"epsilon must be > 0 (and >= 1e-45), got {epsilon!r}")
         self.momentum, self.epsilon = float(momentum), float(epsilon)
         self.center, self.scale = flag(center, "center"), flag(scale, "scale")
         self.beta_initializer = named(initializers.get, beta_initializer, "beta_initializer")

@@ -20,8 +20,8 @@ class _Pooling2D(Layer):
                 raise ValueError(
                     f"pooling padding must be the same on both sides (ph, pw), got {padding!r}"
                 )
+        self._fmt = data_format_arg(data_format)  # first: `or` is ambiguous for arrays
         self.data_format = data_format or "channels_last"
-        self._fmt = data_format_arg(data_format)
 
     def compute_output_shape(self, input_shape):
         h, w, c = spatial_dims(input_shape, self._fmt, self.name)
@@ -92,8 +92,8 @@ class AveragePooling2D(_Pooling2D):
 class _GlobalPooling2D(Layer):
     def __init__(self, data_format=None, keepdims=False, **kwargs):
         super().__init__(**kwargs)
+        self._fmt = data_format_arg(data_format)  # first: `or` is ambiguous for arrays
         self.data_format = data_format or "channels_last"
-        self._fmt = data_format_arg(data_format)
         self.keepdims = flag(keepdims, "keepdims")
 
     def compute_output_shape(self, input_shape):

@@ -86,7 +86,11 @@ class RandomFlip(_RandomAffine):
 
     def __init__(self, mode="horizontal_and_vertical", seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
-        if mode not in ("horizontal", "vertical", "horizontal_and_vertical"):
+        if not isinstance(mode, str) or mode not in (
+            "horizontal",
+            "vertical",
+            "horizontal_and_vertical",
+        ):
             raise ValueError(
                 f"mode must be horizontal, vertical or horizontal_and_vertical, got {mode!r}"
             )
