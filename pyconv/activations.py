@@ -12,6 +12,7 @@ import numpy as np
 
 from . import functional
 from ._shapes import real
+from .utils import from_registry
 
 
 class Activation:
@@ -183,17 +184,9 @@ def get(identifier) -> Activation:
         return Linear()
     if isinstance(identifier, Activation):
         return identifier
-    if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
-        return _BY_NAME[identifier.lower()]()
-    if (
-        isinstance(identifier, dict)
-        and isinstance(identifier.get("name"), str)
-        and (identifier["name"] in _BY_NAME)
-    ):
-        config = identifier.get("config", {})
-        if not isinstance(config, dict):
-            raise TypeError(f"activation config must be a dict, got {config!r}")
-        return _BY_NAME[identifier["name"]](**config)
+    found = from_registry(identifier, _BY_NAME, _BY_NAME, "activation", key="name")
+    if found is not None:
+        return found
     raise ValueError(f"unknown activation {identifier!r}; use one of {', '.join(sorted(_BY_NAME))}")
 
 

@@ -386,38 +386,16 @@ class Functional(Model):
 
     # --- summary / config ------------------------------------------------------------------
 
-    def summary(self, line_length=None, print_fn=None):
-        """Keras's functional table: layer (type), output shape, params, connected to."""
-        print_fn = print_fn or print
-        rows = []
-        for node in self._nodes:
-            layer = node.layer
-            src = ", ".join(t.layer.name for t in node.inbound)
-            params = f"{layer.count_params():,}" if layer.built else "0"
-            rows.append(
-                (
-                    f"{layer.name} ({type(layer).__name__})",
-                    shape_str(node.output.shape),
-                    params,
-                    src,
-                )
-            )
+    def _summary_rows(self):
+        """Keras's functional table: one row per node, with the layers it reads from."""
         heads = ("Layer (type)", "Output Shape", "Param #", "Connected to")
-        widths = [max(len(heads[i]), *(len(r[i]) for r in rows)) + 3 for i in range(4)]
-        width = max(line_length or 0, sum(widths))
-        header = "".join(h.ljust(w) for h, w in zip(heads, widths))
-        lines = [f'Model: "{self.name}"', "_" * width, header, "=" * width]
-        for i, r in enumerate(rows):
-            lines.append("".join(c.ljust(w) for c, w in zip(r, widths)))
-            if i + 1 < len(rows):
-                lines.append("")
-        trainable = sum(v.value.size for v in self.trainable_weights)
-        non_trainable = sum(v.value.size for v in self.non_trainable_weights)
-        lines += ["=" * width, f"Total params: {trainable + non_trainable:,}",
-                  f"Trainable params: {trainable:,}", f"Non-trainable params: {non_trainable:,}",
-                  "_" * width]  # fmt: skip
-        for line in lines:
-            print_fn(line)
+        rows = [
+            (f"{n.layer.name} ({type(n.layer).__name__})", shape_str(n.output.shape),
+             f"{n.layer.count_params():,}" if n.layer.built else "0",
+             ", ".join(t.layer.name for t in n.inbound))
+            for n in self._nodes
+        ]  # fmt: skip
+        return heads, rows
 
     def get_config(self) -> dict:
         index = {id(n): i for i, n in enumerate(self._nodes)}

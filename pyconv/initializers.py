@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .utils import global_rng
+from .utils import from_registry, global_rng
 
 
 def _fans(shape) -> tuple[float, float]:
@@ -171,17 +171,9 @@ def get(identifier) -> Initializer:
     """An Initializer from a name ("he_normal"), a config dict, or an Initializer."""
     if isinstance(identifier, Initializer):
         return identifier
-    if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
-        return _BY_NAME[identifier.lower()]()
-    if (
-        isinstance(identifier, dict)
-        and isinstance(identifier.get("class_name"), str)
-        and (identifier["class_name"] in _BY_CLASS)
-    ):
-        config = identifier.get("config", {})
-        if not isinstance(config, dict):
-            raise TypeError(f"initializer config must be a dict, got {config!r}")
-        return _BY_CLASS[identifier["class_name"]](**config)
+    found = from_registry(identifier, _BY_NAME, _BY_CLASS, "initializer")
+    if found is not None:
+        return found
     raise ValueError(
         f"unknown initializer {identifier!r}; use one of {', '.join(sorted(_BY_NAME))} "
         "or an Initializer instance"

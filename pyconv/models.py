@@ -606,23 +606,34 @@ class Model:
 
     # --- summary ----------------------------------------------------------------------------
 
-    def summary(self, line_length=None, print_fn=None):
-        """Print Keras's table: layer (type), output shape, params; then the totals."""
-        self._require_built("summary")
-        print_fn = print_fn or print
+    def _summary_rows(self) -> tuple[tuple, list[tuple]]:
+        """(column heads, one row of strings per layer) of the summary table."""
+        heads = ("Layer (type)", "Output Shape", "Param #")
         rows = [
             (f"{layer.name} ({type(layer).__name__})", shape_str((None, *layer.output_shape)),
              f"{layer.count_params():,}")
             for layer in self.layers
         ]  # fmt: skip
-        w0 = max([len("Layer (type)")] + [len(r[0]) for r in rows]) + 3
-        w1 = max([len("Output Shape")] + [len(r[1]) for r in rows]) + 3
-        w2 = max([len("Param #")] + [len(r[2]) for r in rows])
-        width = max(line_length or 0, w0 + w1 + w2 + 1)
-        header = " " + "Layer (type)".ljust(w0 - 1) + "Output Shape".ljust(w1) + "Param #"
-        lines = [f'Model: "{self.name}"', "_" * width, header, "=" * width]
-        for i, (a, b, c) in enumerate(rows):
-            lines.append(" " + a.ljust(w0 - 1) + b.ljust(w1) + c)
+        return heads, rows
+
+    def summary(self, line_length=None, print_fn=None):
+        """Print Keras's table: layer (type), output shape, params (and, for a layer graph,
+        what each layer is connected to); then the totals."""
+        self._require_built("summary")
+        print_fn = print_fn or print
+        heads, rows = self._summary_rows()
+        # every column but the last padded to its widest entry + 3 (Keras's look)
+        widths = [max(len(h), *(len(r[i]) for r in rows)) + 3 for i, h in enumerate(heads)]
+        widths[-1] -= 3
+        widths[0] -= 1  # the leading space
+
+        def line(cells):
+            return " " + "".join(c.ljust(w) for c, w in zip(cells[:-1], widths)) + cells[-1]
+
+        width = max(line_length or 0, sum(widths) + 2)
+        lines = [f'Model: "{self.name}"', "_" * width, line(heads), "=" * width]
+        for i, r in enumerate(rows):
+            lines.append(line(r))
             if i + 1 < len(rows):
                 lines.append("")
         trainable = sum(v.value.size for v in self.trainable_weights)
@@ -630,8 +641,8 @@ class Model:
         lines += ["=" * width, f"Total params: {trainable + non_trainable:,}",
                   f"Trainable params: {trainable:,}", f"Non-trainable params: {non_trainable:,}",
                   "_" * width]  # fmt: skip
-        for line in lines:
-            print_fn(line)
+        for text in lines:
+            print_fn(text)
 
     # --- saving -----------------------------------------------------------------------------
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .utils import from_registry
+
 
 class Regularizer:
     """``penalty(w)`` is added to the loss; ``gradient(w)`` is its derivative w.r.t. ``w``."""
@@ -78,17 +80,9 @@ def get(identifier) -> Regularizer | None:
     """A Regularizer from None, a name ("l2"), a config dict, or a Regularizer."""
     if identifier is None or isinstance(identifier, Regularizer):
         return identifier
-    if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
-        return _BY_NAME[identifier.lower()]()
-    if (
-        isinstance(identifier, dict)
-        and isinstance(identifier.get("class_name"), str)
-        and (identifier["class_name"] in _BY_CLASS)
-    ):
-        config = identifier.get("config", {})
-        if not isinstance(config, dict):
-            raise TypeError(f"regularizer config must be a dict, got {config!r}")
-        return _BY_CLASS[identifier["class_name"]](**config)
+    found = from_registry(identifier, _BY_NAME, _BY_CLASS, "regularizer")
+    if found is not None:
+        return found
     raise ValueError(f"unknown regularizer {identifier!r}; use L1, L2, L1L2 or 'l1'/'l2'")
 
 

@@ -63,3 +63,21 @@ def shape_str(shape) -> str:
         + ("," if len(shape) == 1 else "")
         + ")"
     )
+
+
+def from_registry(identifier, by_name: dict, by_class: dict, what: str, key="class_name"):
+    """An object from a lower-case name ("he_normal") or a config dict
+    ``{key: class name, "config": {...}}`` (how initializers, regularizers and activations
+    are given and saved); None when ``identifier`` is neither (the caller says what to use)."""
+    if isinstance(identifier, str) and identifier.lower() in by_name:
+        return by_name[identifier.lower()]()
+    if (
+        isinstance(identifier, dict)
+        and isinstance(identifier.get(key), str)
+        and identifier[key] in by_class
+    ):
+        config = identifier.get("config", {})
+        if not isinstance(config, dict):
+            raise TypeError(f"{what} config must be a dict, got {config!r}")
+        return by_class[identifier[key]](**config)
+    return None

@@ -333,11 +333,12 @@ def test_imported_model_fine_tunes(tmp_path, rng):
     assert new.output_shape == (None, 2)
 
 
-def test_import_pyconv_does_not_need_onnx(monkeypatch):
+def test_import_pyconv_does_not_need_onnx(monkeypatch, tmp_path):
     code = (
         "import sys, pyconv; assert 'onnx' not in sys.modules and 'onnxruntime' not in sys.modules"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    # outside the checkout: there ``import pyconv`` would find the source tree (no _core)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if it were not installed
     with pytest.raises(ImportError, match=r"pip install pyconv\[onnx\]"):
         ponnx.load("anything.onnx")
