@@ -78,7 +78,9 @@ def _float32(a, name: str) -> np.ndarray:
         check_size(arr.size, f"{name} of shape {arr.shape}")
     arr = arr.astype(np.float32, copy=False)
     if any(s % arr.itemsize for s in arr.strides) or not arr.flags.aligned:
-        arr = np.ascontiguousarray(arr)  # the core reads whole, aligned floats
+        # the core reads whole, aligned floats (ascontiguousarray would hand back a
+        # contiguous but misaligned array as it is)
+        arr = np.array(arr, order="C", copy=True)
     return arr
 
 

@@ -129,3 +129,16 @@ def test_runtime_control_errors():
         pyconv.set_num_threads(0)
     with pytest.raises(TypeError, match="num_threads must be an int"):
         pyconv.set_num_threads(2.5)
+
+
+def test_misaligned_float32_input_is_copied_aligned():
+    """A C-contiguous float32 view at an odd byte offset (found by the fuzzer under UBSan):
+    the core must get an aligned copy, and the result must be right."""
+    raw = np.zeros(4 * 2 * 3 * 5 * 5 + 1, np.uint8)[1:]
+    x = raw.view(np.float32).reshape(2, 3, 5, 5)
+    x[...] = np.arange(x.size, dtype=np.float32).reshape(x.shape) / 10
+    assert x.flags.c_contiguous and not x.flags.aligned
+    conv = F._float32(x, "x")
+    assert conv.flags.aligned and conv.flags.c_contiguous
+    w = np.ones((1, 3, 3, 3), np.float32)
+    np.testing.assert_allclose(F.conv2d(x, w), F.conv2d(x.copy(), w), rtol=0, atol=0)
