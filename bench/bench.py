@@ -66,14 +66,16 @@ NOTES = [
     "Batch 1 on 512@7x7 (and other layers where weights outweigh activations): every call "
     "repacks the layer's 9.4 MB of weights into the kernel's tile layout, about as long as "
     "the convolution itself; layers that cache their packed weights would remove it.",
-    "Direct weight gradient (shapes without Winograd): 45-60% of peak on AVX2; its inner "
-    "loop is clean but every row tile re-streams the chunk of gy from L2.",
+    "Direct weight gradient (shapes without Winograd): 40-60% of one core's peak on AVX2 "
+    "for batches, about 22% on 512@7 at batch 1 (python bench/one_core.py); its inner loop "
+    "is clean but every row tile re-streams the chunk of gy from L2.",
     "First layers: 1-6 output channels fill few of the vector lanes, and 3 input channels "
     "give a short reduction; PyTorch uses dedicated kernels for these.",
     "Batch-1 latency: the MNIST CNN's dense layer must read its 4.7 MB of weights for each "
     "image (about 0.1 ms at 45-50 GB/s), and each layer costs 5-8 us of Python and binding "
-    "(a softmax head 20 us) over 8 to 23 layers; PyTorch's per-op overhead is similar, so "
-    "a 2x margin needs fused inference graphs (not built).",
+    "(a softmax head 20 us) over 8 to 23 layers (python bench/layer_latency.py mnist_cnn); "
+    "PyTorch's per-op overhead is similar, so a 2x margin needs fused inference graphs (not "
+    "built).",
     "On AVX2 (16 registers) the direct kernel runs chunks of pixel tiles through every "
     "channel tile (input in L1/L2, weights streamed); AVX-512 keeps pixel tiles fastest. "
     "The AVX-512 numbers of an earlier run are in bench/results/.",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .layers import InputLayer, Layer, SymbolicTensor, deserialize, serialize
-from .models import Model, TapeEntry, apply_layer, backprop_layer
+from .models import Model, TapeEntry, _as_batch_array, apply_layer, backprop_layer
 from .utils import shape_str
 
 
@@ -120,6 +120,10 @@ class Functional(Model):
         if dup:
             raise ValueError(f"layer names must be unique in a model, repeated: {sorted(dup)}")
         self._layers = layers
+        # per node: how many node inputs and model outputs read its output
+        self._consumers: dict[int, int] = {}
+        for t in [t for node in self._nodes for t in node.inbound] + self._outputs:
+            self._consumers[id(t.node)] = self._consumers.get(id(t.node), 0) + 1
 
     def _topological_order(self) -> list[Node]:
         """Nodes from the inputs to the outputs (post-order DFS: the last output's node
@@ -191,24 +195,26 @@ class Functional(Model):
         shapes = [t.shape for t in self._outputs]
         return shapes if self._multi_out else shapes[0]
 
+    @staticmethod
+    def _batches(values, count: int, name: str, what: str) -> list[np.ndarray]:
+        """``count`` batch arrays from a list (one per model input or output), checked to
+        have one number of samples."""
+        if not isinstance(values, (list, tuple)) or len(values) != count:
+            raise ValueError(f"{what}: {name} must be a list of {count} arrays")
+        arrays = [_as_batch_array(a, f"{name}[{i}]") for i, a in enumerate(values)]
+        if len({len(a) for a in arrays}) > 1:
+            raise ValueError(
+                f"{name}: the arrays have different numbers of samples {[len(a) for a in arrays]}"
+            )
+        return arrays
+
     def _prepare_x(self, x, name="x"):
         """One float32 batch per input (bundled as ``Inputs`` when there are several)."""
-        from .models import _as_batch_array
-
         if isinstance(x, Inputs):
             x = x.arrays
         if self._multi_in:
-            if not isinstance(x, (list, tuple)) or len(x) != len(self._inputs):
-                raise ValueError(
-                    f"model {self.name!r} has {len(self._inputs)} inputs: {name} must be a "
-                    f"list of {len(self._inputs)} arrays"
-                )
-            xs = [_as_batch_array(a, f"{name}[{i}]") for i, a in enumerate(x)]
-            if len({len(a) for a in xs}) > 1:
-                raise ValueError(
-                    f"{name}: the input arrays have different numbers of samples "
-                    f"{[len(a) for a in xs]}"
-                )
+            what = f"model {self.name!r} has {len(self._inputs)} inputs"
+            xs = self._batches(x, len(self._inputs), name, what)
         else:
             xs = [_as_batch_array(x, name)]
         for a, t in zip(xs, self._inputs):
@@ -223,9 +229,8 @@ class Functional(Model):
         return [t.layer.name for t in self._outputs]
 
     def _prepare_y(self, y):
-        """Targets: one array, or (several outputs) a list of one array per output."""
-        from .models import _as_batch_array
-
+        """Targets: one array, or (several outputs) a list of one array per output (or a
+        dict by output name)."""
         if not self._multi_out:
             return _as_batch_array(y, "y")
         if isinstance(y, Inputs):
@@ -235,15 +240,8 @@ class Functional(Model):
             if sorted(y) != sorted(names):
                 raise ValueError(f"y must have one entry per output {names}, got {sorted(y)}")
             y = [y[n] for n in names]
-        if not isinstance(y, (list, tuple)) or len(y) != len(self._outputs):
-            raise ValueError(
-                f"model {self.name!r} has {len(self._outputs)} outputs: y must be a list of "
-                f"{len(self._outputs)} arrays (or a dict by output name)"
-            )
-        ys = [_as_batch_array(a, f"y[{i}]") for i, a in enumerate(y)]
-        if len({len(a) for a in ys}) > 1:
-            raise ValueError("y: the target arrays have different numbers of samples")
-        return Inputs(ys)
+        what = f"model {self.name!r} has {len(self._outputs)} outputs"
+        return Inputs(self._batches(y, len(self._outputs), "y", what))
 
     def _loss_and_grad(self, y_true, y_pred, tape, sample_weight):
         if not self._multi_out:
@@ -253,24 +251,13 @@ class Functional(Model):
         # _backward instead of a single flag)
         entries = {id(e.node): e for e in tape}
         total, grads, fused = 0.0, [], set()
-        for i, (t, loss_fn) in enumerate(zip(self._outputs, self._losses)):
-            entry = entries.get(id(t.node))
-            act = getattr(t.layer, "activation", None)
-            logits = getattr(entry.ctx, "logits", None) if entry is not None else None
-            if (
-                loss_fn.fused_activation is not None
-                and not loss_fn.from_logits
-                and act is not None
-                and act.name == loss_fn.fused_activation
-                and logits is not None
-                and sum(o.node is t.node for o in self._outputs) == 1
-            ):
-                loss, grad = loss_fn.value_and_grad_logits(y_true.arrays[i], logits, sample_weight)
+        for i, t in enumerate(self._outputs):
+            once = sum(o.node is t.node for o in self._outputs) == 1
+            loss, grad, folded = self._output_loss(
+                i, y_true.arrays[i], y_pred[i], entries.get(id(t.node)), sample_weight, once
+            )
+            if folded:
                 fused.add(id(t.node))
-            else:
-                loss, grad = loss_fn.value_and_grad(y_true.arrays[i], y_pred[i], sample_weight)
-                grad = grad.astype(np.float32, copy=False)
-            loss, grad = self._weighted(loss, grad, i)
             total += loss
             grads.append(grad)
         return total, grads, fused
@@ -301,12 +288,7 @@ class Functional(Model):
         values: dict[int, np.ndarray] = {id(n): a for n, a in zip(self._input_nodes, xs)}
         # Free each intermediate output once its last consumer has run (the tape keeps
         # what the backward needs): inference on deep graphs holds only the live tensors.
-        uses: dict[int, int] = {}
-        for node in self._nodes:
-            for t in node.inbound:
-                uses[id(t.node)] = uses.get(id(t.node), 0) + 1
-        for t in self._outputs:
-            uses[id(t.node)] = uses.get(id(t.node), 0) + 1
+        uses = dict(self._consumers)
         tape: list[TapeEntry] = []
         penalties: list[float] = []
         for node in self._nodes:

@@ -267,20 +267,27 @@ class Model:
 
     def _loss_and_grad(self, y_true, y_pred, tape, sample_weight):
         """(loss, dL/d(output or logits), whether the last activation's backward is folded in)."""
-        last = tape[-1].ctx
-        act = getattr(tape[-1].layer, "activation", None)
-        logits = getattr(last, "logits", None)
+        return self._output_loss(0, y_true, y_pred, tape[-1], sample_weight)
+
+    def _output_loss(self, i, y_true, y_pred, entry, sample_weight, can_fuse=True):
+        """Output i's weighted (loss, gradient, fused): a softmax/sigmoid output whose loss
+        is the matching cross-entropy gets the gradient w.r.t. its logits (fused=True); any
+        other, the gradient w.r.t. the output. entry: the tape entry that made the output."""
+        loss_fn = self._losses[i]
+        act = getattr(entry.layer, "activation", None) if entry is not None else None
+        logits = getattr(entry.ctx, "logits", None) if entry is not None else None
         if (
-            self.loss.fused_activation is not None
-            and not self.loss.from_logits
+            can_fuse
+            and loss_fn.fused_activation is not None
+            and not loss_fn.from_logits
             and act is not None
-            and act.name == self.loss.fused_activation
+            and act.name == loss_fn.fused_activation
             and logits is not None
         ):
-            loss, grad = self.loss.value_and_grad_logits(y_true, logits, sample_weight)
-            return self._weighted(loss, grad, 0) + (True,)
-        loss, grad = self.loss.value_and_grad(y_true, y_pred, sample_weight)
-        return self._weighted(loss, grad.astype(np.float32, copy=False), 0) + (False,)
+            loss, grad = loss_fn.value_and_grad_logits(y_true, logits, sample_weight)
+            return self._weighted(loss, grad, i) + (True,)
+        loss, grad = loss_fn.value_and_grad(y_true, y_pred, sample_weight)
+        return self._weighted(loss, grad.astype(np.float32, copy=False), i) + (False,)
 
     def _weighted(self, loss, grad, i):
         w = self._loss_weights[i]

@@ -233,12 +233,20 @@ class Layer:
 
     def build_for(self, input_shape) -> tuple:
         """Build once for ``input_shape`` (no batch dim); return the output shape."""
-        input_shape = _shape_tuple(input_shape, "input_shape")
+        return self._build_once(_shape_tuple(input_shape, "input_shape"))
+
+    def _build_once(self, input_shape) -> tuple:
+        """Build on the first call (input_shape: a checked tuple, or a list of them for a
+        layer over several inputs); later calls must bring the same shape(s)."""
         if self.built:
             if input_shape != self.input_shape:
+
+                def text(shape):  # with the batch dimension, as users see shapes
+                    return [text(s) for s in shape] if isinstance(shape, list) else (None, *shape)
+
                 raise ValueError(
                     f"layer {self.name!r} was built for inputs of shape "
-                    f"{(None, *self.input_shape)}, got {(None, *input_shape)}"
+                    f"{text(self.input_shape)}, got {text(input_shape)}"
                 )
             return self.output_shape
         out = tuple(self.compute_output_shape(input_shape))

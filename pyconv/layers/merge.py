@@ -35,16 +35,7 @@ class Merge(Layer):
                 else f"at least {self.min_inputs}"
             )
             raise ValueError(f"layer {self.name!r} takes {want} inputs, got {n}")
-        if self.built:
-            if shapes != self.input_shape:
-                raise ValueError(
-                    f"layer {self.name!r} was built for inputs of shapes {self.input_shape}, "
-                    f"got {shapes}"
-                )
-            return self.output_shape
-        out = tuple(self.compute_output_shape(shapes))
-        self.input_shape, self.output_shape, self.built = shapes, out, True
-        return out
+        return self._build_once(shapes)
 
     def spatial_map(self):
         """Inputs and output on one pixel grid: pixels map to themselves."""
