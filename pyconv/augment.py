@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import functional
+from ._shapes import as_int, flag, real
 from .utils import new_rng
 
 
@@ -62,6 +63,15 @@ def _range(value, name: str, lo: float = 0.0) -> float:
     return float(value)
 
 
+def _seed(seed) -> int | None:
+    if seed is None:
+        return None
+    seed = as_int(seed, "seed")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    return seed
+
+
 class ImageAugmenter:
     """Random flips/rotations/shifts/zooms of NHWC batches (Keras ImageDataGenerator names).
 
@@ -93,11 +103,15 @@ class ImageAugmenter:
         if not 0 < lo <= hi:
             raise ValueError(f"zoom_range must give 0 < lo <= hi, got {zoom_range!r}")
         self.zoom_range = (lo, hi)
-        self.horizontal_flip, self.vertical_flip = bool(horizontal_flip), bool(vertical_flip)
+        self.horizontal_flip = flag(horizontal_flip, "horizontal_flip")
+        self.vertical_flip = flag(vertical_flip, "vertical_flip")
         if fill_mode not in functional.FILL_MODES:
             raise ValueError(f"fill_mode must be one of {', '.join(functional.FILL_MODES)}")
-        self.fill_mode, self.cval = fill_mode, float(cval)
-        self.seed = seed
+        self.fill_mode = fill_mode
+        self.cval = real(cval, "cval")
+        if not np.isfinite(self.cval):
+            raise ValueError(f"cval must be finite, got {cval!r}")
+        self.seed = _seed(seed)
         self.rng = new_rng(seed)
 
     @property
@@ -112,14 +126,25 @@ class ImageAugmenter:
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 4:
             raise ValueError(f"augmentation needs an (N, H, W, C) batch, got shape {x.shape}")
+        return self._transform(x, self.rng)
+
+    def _transform(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if not self.active or len(x) == 0:
             return x
         m = random_matrices(
-            len(x), x.shape[1], x.shape[2], self.rng, self.rotation_range,
+            len(x), x.shape[1], x.shape[2], rng, self.rotation_range,
             self.height_shift_range, self.width_shift_range, self.zoom_range,
             self.horizontal_flip, self.vertical_flip,
         )  # fmt: skip
         return functional.affine_warp(x, m, self.fill_mode, self.cval)
+
+    def flow(self, x, y=None, batch_size=32, shuffle=True, seed=None) -> Flow:
+        """Augmented batches of (x, y), as Keras's ``ImageDataGenerator.flow``: an endless
+        iterator (reshuffled each pass) yielding ``(x_batch, y_batch)``, or ``x_batch``
+        alone without y; ``len()`` is the number of batches per pass. seed: its shuffling
+        and transforms repeat exactly (default: the augmenter's own generator).
+        For training, ``model.fit(x, y, augment=augmenter)`` does the same per batch."""
+        return Flow(self, x, y, batch_size, shuffle, seed)
 
     def get_config(self) -> dict:
         return {
@@ -133,3 +158,49 @@ class ImageAugmenter:
             "cval": self.cval,
             "seed": self.seed,
         }
+
+
+class Flow:
+    """The iterator ``ImageAugmenter.flow`` returns (see there)."""
+
+    def __init__(self, augmenter: ImageAugmenter, x, y, batch_size, shuffle, seed):
+        x = np.asarray(x)
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"x must be a numeric array, got dtype {x.dtype}")
+        if x.ndim != 4:
+            raise ValueError(f"x must be an (N, H, W, C) batch of images, got shape {x.shape}")
+        if len(x) == 0:
+            raise ValueError("x is empty: there are no images to augment")
+        if y is not None:
+            y = np.asarray(y)
+            if y.ndim == 0 or len(y) != len(x):
+                raise ValueError(
+                    f"x and y must have the same number of samples, got {len(x)} and "
+                    f"{'a scalar' if y.ndim == 0 else len(y)}"
+                )
+        self.batch_size = as_int(batch_size, "batch_size")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        self.shuffle = flag(shuffle, "shuffle")
+        seed = _seed(seed)
+        self.augmenter, self.x, self.y = augmenter, x, y
+        self.rng = augmenter.rng if seed is None else new_rng(seed)
+        self._order = np.arange(len(x))
+        self._next = len(x)  # start a new pass on the first batch
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._next >= len(self.x):  # a new pass over the data
+            self._order = self.rng.permutation(len(self.x)) if self.shuffle else self._order
+            self._next = 0
+        idx = self._order[self._next : self._next + self.batch_size]
+        self._next += self.batch_size
+        if self.shuffle:
+            idx = np.sort(idx)  # gather in memory order (same batch)
+        xb = self.augmenter._transform(self.x[idx].astype(np.float32, copy=False), self.rng)
+        return xb if self.y is None else (xb, self.y[idx])

@@ -11,6 +11,9 @@ import time
 
 import numpy as np
 
+from ._shapes import as_int, flag, real
+from .utils import check_not_keras_path
+
 
 class Callback:
     def __init__(self):
@@ -78,30 +81,21 @@ def _fmt_logs(logs: dict) -> str:
     return "".join(f" - {k}: {v:.4f}" for k, v in logs.items() if isinstance(v, (int, float)))
 
 
-class ProgbarLogger(Callback):
-    """The Keras progress line: ``469/469 [=====] - 3s 6ms/step - loss: 0.28 - accuracy: 0.91``.
+class Progbar:
+    """The Keras progress line over ``steps`` steps:
+    ``469/469 [=====] - 3s 6ms/step - loss: 0.28 - accuracy: 0.91``.
 
-    verbose=1: a bar redrawn in place on a terminal (one final line per epoch elsewhere);
-    verbose=2: one line per epoch.
+    verbose=1: a bar redrawn in place on a terminal (only the final line elsewhere);
+    verbose=2: the final line only; 0: nothing. Used by fit (per epoch), evaluate, predict.
     """
 
-    def __init__(self, verbose=1, stream=None):
-        super().__init__()
-        self.verbose = verbose
-        self.stream = stream
+    def __init__(self, steps: int, verbose=1, stream=None):
+        self.steps, self.verbose, self.stream = steps, verbose, stream
+        self.start = self.last_draw = time.perf_counter()
+        self.live = verbose == 1 and getattr(self._out(), "isatty", lambda: False)()
 
     def _out(self):
         return self.stream or sys.stdout
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = self.last_draw = time.perf_counter()
-        self.steps = self.params.get("steps")
-        self.epochs = self.params.get("epochs")
-        out = self._out()
-        self.live = self.verbose == 1 and getattr(out, "isatty", lambda: False)()
-        if self.verbose:
-            out.write(f"Epoch {epoch + 1}/{self.epochs}\n")
-            out.flush()
 
     def _line(self, done: int, logs: dict, final: bool) -> str:
         elapsed = time.perf_counter() - self.start
@@ -118,18 +112,19 @@ class ProgbarLogger(Callback):
             timing = f" - ETA: {_fmt_duration(per_step * (self.steps - done))}"
         return head + timing + _fmt_logs(logs)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def update(self, done: int, logs=None) -> None:
+        """``done`` steps of ``steps`` finished (redrawn at most every 0.1 s)."""
         if not self.live:
             return
         now = time.perf_counter()
-        if now - self.last_draw < 0.1 and batch + 1 < self.steps:
+        if now - self.last_draw < 0.1 and done < self.steps:
             return
         self.last_draw = now
         out = self._out()
-        out.write("\r" + self._line(batch + 1, logs or {}, final=False) + "\033[K")
+        out.write("\r" + self._line(done, logs or {}, final=False) + "\033[K")
         out.flush()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def finish(self, logs=None) -> None:
         if not self.verbose:
             return
         out = self._out()
@@ -138,7 +133,45 @@ class ProgbarLogger(Callback):
         out.flush()
 
 
+class ProgbarLogger(Callback):
+    """fit's progress: ``Epoch 1/5`` then a ``Progbar`` line per epoch (verbose 1 or 2)."""
+
+    def __init__(self, verbose=1, stream=None):
+        super().__init__()
+        self.verbose = verbose
+        self.stream = stream
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.bar = Progbar(self.params.get("steps"), self.verbose, self.stream)
+        if self.verbose:
+            out = self.bar._out()
+            out.write(f"Epoch {epoch + 1}/{self.params.get('epochs')}\n")
+            out.flush()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.bar.update(batch + 1, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.bar.finish(logs)
+
+
+def _count(value, name: str) -> int:
+    v = as_int(value, name)
+    if v < 0:
+        raise ValueError(f"{name} must be >= 0, got {v}")
+    return v
+
+
+def _finite(value, name: str) -> float:
+    v = real(value, name)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return v
+
+
 def _monitor_mode(monitor: str, mode: str):
+    if not isinstance(monitor, str) or not monitor:
+        raise TypeError(f"monitor must be the name of a logged value, got {monitor!r}")
     if mode not in ("auto", "min", "max"):
         raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
     if mode == "auto":
@@ -150,7 +183,7 @@ class _MonitorMixin:
     def _init_monitor(self, monitor, mode, min_delta=0.0):
         self.monitor = monitor
         self.mode = _monitor_mode(monitor, mode)
-        self.min_delta = abs(float(min_delta))
+        self.min_delta = abs(_finite(min_delta, "min_delta"))
         self.best = math.inf if self.mode == "min" else -math.inf
 
     def _improved(self, current: float, reference: float) -> bool:
@@ -189,11 +222,10 @@ class EarlyStopping(Callback, _MonitorMixin):
     ):
         super().__init__()
         self._init_monitor(monitor, mode, min_delta)
-        if patience < 0:
-            raise ValueError(f"patience must be >= 0, got {patience!r}")
-        self.patience, self.verbose, self.baseline = int(patience), verbose, baseline
-        self.restore_best_weights = bool(restore_best_weights)
-        self.start_from_epoch = int(start_from_epoch)
+        self.patience, self.verbose = _count(patience, "patience"), verbose
+        self.baseline = None if baseline is None else _finite(baseline, "baseline")
+        self.restore_best_weights = flag(restore_best_weights, "restore_best_weights")
+        self.start_from_epoch = _count(start_from_epoch, "start_from_epoch")
 
     def on_train_begin(self, logs=None):
         self.wait = 0
@@ -248,9 +280,11 @@ class ModelCheckpoint(Callback, _MonitorMixin):
         if save_freq != "epoch":
             raise ValueError("save_freq must be 'epoch'")
         self.filepath = os.fspath(filepath)
+        check_not_keras_path(self.filepath, "ModelCheckpoint")  # now, not after an epoch
         self._init_monitor(monitor, mode)
         self.verbose = verbose
-        self.save_best_only, self.save_weights_only = bool(save_best_only), bool(save_weights_only)
+        self.save_best_only = flag(save_best_only, "save_best_only")
+        self.save_weights_only = flag(save_weights_only, "save_weights_only")
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -276,6 +310,8 @@ class LearningRateScheduler(Callback):
 
     def __init__(self, schedule, verbose=0):
         super().__init__()
+        if not callable(schedule):
+            raise TypeError(f"schedule must be callable(epoch, lr) -> lr, got {schedule!r}")
         self.schedule, self.verbose = schedule, verbose
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -297,11 +333,15 @@ class ReduceLROnPlateau(Callback, _MonitorMixin):
         min_delta=1e-4, cooldown=0, min_lr=0.0,
     ):  # fmt: skip
         super().__init__()
+        factor = real(factor, "factor")
         if not 0 < factor < 1:
             raise ValueError(f"factor must be in (0, 1), got {factor!r}")
         self._init_monitor(monitor, mode, min_delta)
-        self.factor, self.patience, self.verbose = float(factor), int(patience), verbose
-        self.cooldown, self.min_lr = int(cooldown), float(min_lr)
+        self.factor, self.patience, self.verbose = factor, _count(patience, "patience"), verbose
+        self.cooldown = _count(cooldown, "cooldown")
+        self.min_lr = _finite(min_lr, "min_lr")
+        if self.min_lr < 0:
+            raise ValueError(f"min_lr must be >= 0, got {min_lr!r}")
 
     def on_train_begin(self, logs=None):
         self.wait = self.cooldown_counter = 0

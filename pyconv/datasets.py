@@ -11,9 +11,11 @@ When none has them and ``download=True`` (the default), they are downloaded into
 the canonical sources (``$PYCONV_DATA_MIRROR`` overrides the base URL) and verified before use.
 
 Every file is checked against the SHA-256 of its *decompressed* content (so a faithful
-re-compression, such as Debian's, passes): a truncated, corrupted or different file is an error
-naming the file, never silently wrong data. ``load_mnist_sample()`` needs no files at all: it
-reads a 5,000 + 1,000 digit slice of the real MNIST shipped inside the package.
+re-compression, such as Debian's, passes; CIFAR-10's python-format batches against their
+published MD5): a truncated, corrupted or different file is an error naming the file, never
+silently wrong data. ``subset="train"``/``"test"`` reads (and needs) only one split's files.
+``load_mnist_sample()`` needs no files at all: it reads a 5,000 + 1,000 digit slice of the
+real MNIST shipped inside the package.
 """
 
 from __future__ import annotations
@@ -21,16 +23,18 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import math
 import os
 import pickle
-import shutil
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
+
+from . import saving
 
 CLASS_NAMES = {
     "mnist": [str(i) for i in range(10)],
@@ -85,10 +89,32 @@ _CIFAR_SHA256 = {
     "data_batch_5.bin": "755304fc0b379caeae8c14f0dac912fbc7d6cd469eb67a1029a08a39453a9add",
     "test_batch.bin": "8e2eb146ae340b09e24670f29cabc6326dba54da8789dab6768acf480273f65b",
 }
+# MD5 of the python-format batches, as torchvision checks them (the data set's page,
+# https://www.cs.toronto.edu/~kriz/cifar.html, lists the tarballs' MD5s). The binary tarball
+# itself is not checked: each batch taken from it is, so a faithful repack passes.
+_CIFAR_PY_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
 _IDX_FILES = tuple(_IDX_SHA256["mnist"])
 _CIFAR_BIN = tuple(_CIFAR_SHA256)
-_CIFAR_PY = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
-             "test_batch")  # fmt: skip
+_CIFAR_PY = tuple(_CIFAR_PY_MD5)
+_CIFAR_BATCH = 10_000  # images in every CIFAR-10 batch
+# The files of each split: (train, test), in the order the loaders read them.
+_SPLITS = {
+    "idx": (_IDX_FILES[:2], _IDX_FILES[2:]),
+    "cifar_bin": (_CIFAR_BIN[:5], _CIFAR_BIN[5:]),
+    "cifar_py": (_CIFAR_PY[:5], _CIFAR_PY[5:]),
+}
+# No canonical file decompresses to more (MNIST's training images: 47 MB): a larger stream is
+# a different file or a decompression bomb, refused before it fills the memory.
+_MAX_CANONICAL_BYTES = 64 * 2**20
+# The largest download is CIFAR-10's binary tarball (170 MB).
+_MAX_DOWNLOAD_BYTES = 256 * 2**20
 _SOURCES = {
     "mnist": ["https://ossci-datasets.s3.amazonaws.com/mnist/",
               "https://storage.googleapis.com/cvdf-datasets/mnist/"],
@@ -107,15 +133,28 @@ class DatasetError(ValueError):
 # --- reading -----------------------------------------------------------------------------
 
 
-def _read_bytes(path: Path) -> bytes:
+def _check_regular(path: Path) -> None:
+    if path.exists() and not path.is_file():  # a device or FIFO would be read forever
+        raise DatasetError(f"{path}: not a regular file")
+
+
+def _read_bytes(path: Path, limit: int | None = None) -> bytes:
+    """The (decompressed) content of ``path``; more than ``limit`` bytes is an error."""
     opener = gzip.open if path.suffix == ".gz" else open
+    _check_regular(path)
     try:
         with opener(path, "rb") as f:
-            return f.read()
-    except (OSError, EOFError) as e:  # gzip raises these on truncated/corrupted streams
+            data = f.read(-1 if limit is None else limit + 1)
+    except (OSError, EOFError, zlib.error) as e:  # truncated/corrupted gzip streams
         raise DatasetError(
-            f"{path}: cannot read ({e}); the file is truncated or corrupted"
+            f"{path}: cannot read ({type(e).__name__}: {e}); the file is truncated or corrupted"
         ) from None
+    if limit is not None and len(data) > limit:
+        raise DatasetError(
+            f"{path}: holds more than {limit:,} bytes, larger than any file of this data set; "
+            "not the expected file"
+        )
+    return data
 
 
 def _check_sha256(path: Path, data: bytes, expected: str | None) -> None:
@@ -136,7 +175,7 @@ def parse_idx(data: bytes, name="IDX data") -> np.ndarray:
         raise DatasetError(f"{name}: truncated IDX header")
     dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     dtype = np.dtype(_IDX_TYPES[data[2]])
-    expected = header + int(np.prod(dims)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize  # exact: no int64 wrap-around
     if len(data) != expected:
         raise DatasetError(
             f"{name}: {len(data)} bytes, expected {expected} for shape {tuple(dims)}; "
@@ -149,7 +188,7 @@ def parse_idx(data: bytes, name="IDX data") -> np.ndarray:
 def read_idx(path, sha256: str | None = None) -> np.ndarray:
     """Read an IDX file (optionally gzipped), checking its content's SHA-256 if given."""
     path = Path(path)
-    data = _read_bytes(path)
+    data = _read_bytes(path, _MAX_CANONICAL_BYTES if sha256 else None)
     _check_sha256(path, data, sha256)
     return parse_idx(data, str(path))
 
@@ -157,7 +196,7 @@ def read_idx(path, sha256: str | None = None) -> np.ndarray:
 def read_cifar_bin(path, sha256: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR-10 binary batch: records of 1 label byte + 3x1024 plane bytes."""
     path = Path(path)
-    data = _read_bytes(path)
+    data = _read_bytes(path, _MAX_CANONICAL_BYTES if sha256 else None)
     _check_sha256(path, data, sha256)
     if len(data) == 0 or len(data) % 3073:
         raise DatasetError(f"{path}: {len(data)} bytes is not a whole number of 3073-byte records")
@@ -185,9 +224,32 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
         raise DatasetError(f"refusing to unpickle {module}.{name}: not a CIFAR-10 batch")
 
 
-def read_cifar_pickle(path) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR-10 python batch (``data_batch_1`` ...): a pickled dict with data/labels."""
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read ({e})") from None
+    return digest.hexdigest()
+
+
+def _check_md5(path: Path, expected: str | None) -> None:
+    if expected is not None and _md5(path) != expected:
+        raise DatasetError(
+            f"{path}: content does not match the canonical file's MD5 (truncated, corrupted "
+            "or a different file); delete it and load again to re-download"
+        )
+
+
+def read_cifar_pickle(path, md5: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch (``data_batch_1`` ...): a pickled dict with data/labels.
+
+    With ``md5`` the file must have that digest, and hold exactly 10,000 images."""
     path = Path(path)
+    _check_regular(path)
+    _check_md5(path, md5)
     try:
         with open(path, "rb") as f:
             d = _ArraysOnlyUnpickler(f, encoding="bytes").load()
@@ -200,10 +262,21 @@ def read_cifar_pickle(path) -> tuple[np.ndarray, np.ndarray]:
     data, labels = d.get(b"data"), d.get(b"labels")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
         raise DatasetError(f"{path}: missing or malformed 'data' array")
-    labels = np.asarray(labels, np.uint8) if labels is not None else None
-    if labels is None or data.shape != (len(labels), 3072) or labels.max(initial=0) > 9:
-        raise DatasetError(f"{path}: 'data' must be (N, 3072) with N labels in 0-9")
-    return np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)), labels
+    try:  # (no direct uint8 cast: -1 would raise OverflowError or wrap to 255)
+        labels = np.asarray(labels)
+    except (TypeError, ValueError):
+        labels = np.asarray(None)
+    if (
+        labels.dtype.kind not in "iu"
+        or labels.ndim != 1
+        or data.shape != (len(labels), 3072)
+        or not np.all((labels >= 0) & (labels <= 9))
+    ):
+        raise DatasetError(f"{path}: 'data' must be (N, 3072) with N integer labels in 0-9")
+    if md5 is not None and len(labels) != _CIFAR_BATCH:
+        raise DatasetError(f"{path}: holds {len(labels)} images, a CIFAR-10 batch has 10,000")
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), labels.astype(np.uint8)
 
 
 # --- finding and downloading ---------------------------------------------------------------
@@ -238,17 +311,23 @@ def _find(name: str, files, data_dir) -> Path | None:
 
 
 def _download(url: str, dest: Path) -> None:
-    """Fetch url into dest atomically (a temp file renamed into place)."""
+    """Fetch url into dest atomically (``saving.atomic_write``: a temp file renamed into
+    place, and what a killed download left behind removed by the next one)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix="." + dest.name + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-            shutil.copyfileobj(resp, out)
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    def write(out):
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            copied = 0
+            for block in iter(lambda: resp.read(1 << 20), b""):
+                copied += len(block)
+                if copied > _MAX_DOWNLOAD_BYTES:  # an endless or wrong stream: not our file
+                    raise DatasetError(
+                        f"{url}: more than {_MAX_DOWNLOAD_BYTES:,} bytes, larger than any "
+                        "file of the data sets; not the expected file"
+                    )
+                out.write(block)
+
+    saving.atomic_write(dest, write)
 
 
 def _mirrors(name: str) -> list[str]:
@@ -280,78 +359,127 @@ def _fetch(name: str, files, verify) -> Path:
     raise DatasetError("download failed: " + "; ".join(errors))
 
 
-def _not_found(name: str, files, data_dir, why: str = "") -> DatasetError:
+def _offline_hint(name: str, option_name: str) -> str:
+    """Where to get the files without the network, for the data sets that have a way."""
+    if name == "mnist":
+        sample = "--dataset mnist_sample" if option_name.startswith("-") else "load_mnist_sample()"
+        return (
+            f"\nOffline, {sample} gives the 5,000 + 1,000-digit MNIST slice shipped with "
+            "pyconv (no files needed)."
+        )
+    if name == "fashion_mnist":
+        return (
+            "\nOn Debian/Ubuntu, `apt-get install dataset-fashion-mnist` installs the files "
+            f"into {_DEBIAN_FASHION}, where they are found."
+        )
+    return ""
+
+
+def _not_found(name: str, files, data_dir, why: str = "", option_name="data_dir") -> DatasetError:
     where = "\n  ".join(str(c) for c in _candidates(name, data_dir))
+    how = f"{option_name} DIR" if option_name.startswith("-") else f"{option_name}=..."
     return DatasetError(
         f"{name} files not found. Put {', '.join(files)} in one of:\n  {where}\n"
-        f"(or pass data_dir=..., or set PYCONV_DATA){why}"
+        f"(or pass {how}, or set PYCONV_DATA){why}{_offline_hint(name, option_name)}"
     )
 
 
-def _locate(name: str, files, data_dir, download: bool, verify, fetch_files=None) -> Path:
+def _locate(name, files, data_dir, download, verify, option_name, fetch_files=None) -> Path:
     found = _find(name, files, data_dir)
     if found is not None:
         return found
     if not download:
-        raise _not_found(name, files, data_dir)
+        raise _not_found(name, files, data_dir, option_name=option_name)
     try:
         return _fetch(name, fetch_files or files, verify)
     except DatasetError as e:
-        raise _not_found(name, files, data_dir, f"\nAutomatic download failed: {e}") from None
+        why = f"\nAutomatic download failed: {e}"
+        raise _not_found(name, files, data_dir, why, option_name) from None
+
+
+def _splits(subset, option_name) -> tuple[int, ...]:
+    """Which splits to read (0 train, 1 test) for ``subset``; checks the arguments."""
+    if not isinstance(option_name, str) or not option_name:
+        raise TypeError(f"option_name must be a non-empty str, got {option_name!r}")
+    if subset is None:
+        return (0, 1)
+    if subset in ("train", "test"):
+        return (0,) if subset == "train" else (1,)
+    raise ValueError(f"subset must be None, 'train' or 'test', got {subset!r}")
+
+
+def _result(parts: list, subset):
+    """((x_train, y_train), (x_test, y_test)), or the one split ``subset`` asked for."""
+    return parts[0] if subset is not None else tuple(parts)
 
 
 # --- the data sets -----------------------------------------------------------------------
 
 
-def _load_idx_set(name: str, data_dir, download: bool):
+def _load_idx_set(name: str, data_dir, download: bool, subset, option_name):
+    splits = _splits(subset, option_name)
     sums = _IDX_SHA256[name]
 
     def verify(path: Path):
         read_idx(path, sums[path.name])
 
-    d = _locate(name, _IDX_FILES, data_dir, download, verify)
-    xtr, ytr, xte, yte = (read_idx(d / f, sums[f]) for f in _IDX_FILES)
-    return (xtr[..., None], ytr), (xte[..., None], yte)
+    parts = []
+    for split in splits:
+        files = _SPLITS["idx"][split]
+        d = _locate(name, files, data_dir, download, verify, option_name)
+        x, y = (read_idx(d / f, sums[f]) for f in files)
+        parts.append((x[..., None], y))
+    return _result(parts, subset)
 
 
-def load_mnist(data_dir=None, download=True):
-    """MNIST: 60,000 + 10,000 greyscale digits, x uint8 (N, 28, 28, 1), y uint8 0-9."""
-    return _load_idx_set("mnist", data_dir, download)
+def load_mnist(data_dir=None, download=True, *, subset=None, option_name="data_dir"):
+    """MNIST: 60,000 + 10,000 greyscale digits, x uint8 (N, 28, 28, 1), y uint8 0-9.
+
+    ``subset="train"`` or ``"test"`` returns only that split's ``(x, y)`` (and needs only
+    its files); ``option_name`` is how error messages name the ``data_dir`` argument."""
+    return _load_idx_set("mnist", data_dir, download, subset, option_name)
 
 
-def load_fashion_mnist(data_dir=None, download=True):
-    """Fashion-MNIST: 60,000 + 10,000 greyscale clothes, x uint8 (N, 28, 28, 1), y uint8."""
-    return _load_idx_set("fashion_mnist", data_dir, download)
+def load_fashion_mnist(data_dir=None, download=True, *, subset=None, option_name="data_dir"):
+    """Fashion-MNIST: 60,000 + 10,000 greyscale clothes, x uint8 (N, 28, 28, 1), y uint8.
+
+    ``subset`` and ``option_name`` as for ``load_mnist``."""
+    return _load_idx_set("fashion_mnist", data_dir, download, subset, option_name)
 
 
-def load_cifar10(data_dir=None, download=True):
+def load_cifar10(data_dir=None, download=True, *, subset=None, option_name="data_dir"):
     """CIFAR-10: 50,000 + 10,000 colour images, x uint8 (N, 32, 32, 3), y uint8 0-9.
 
-    Reads the binary batches (``data_batch_1.bin`` ...) or, if only those are present, the
-    python batches (``data_batch_1`` ..., unpickled with NumPy arrays allowed and nothing else).
+    Reads the binary batches (``data_batch_1.bin`` ...; SHA-256 checked) or, if only those
+    are present, the python batches (``data_batch_1`` ...; MD5 checked, unpickled with NumPy
+    arrays allowed and nothing else). ``subset`` and ``option_name`` as for ``load_mnist``.
     """
-    py_dir = _find("cifar10", _CIFAR_PY, data_dir)
-    if _find("cifar10", _CIFAR_BIN, data_dir) is None and py_dir is not None:
-        parts = [read_cifar_pickle(py_dir / f) for f in _CIFAR_PY]
-    else:
+    splits = _splits(subset, option_name)
 
-        def verify(path: Path):
-            if path.name == _CIFAR_TARBALL:
-                return
+    def verify(path: Path):
+        if path.name != _CIFAR_TARBALL:  # (the tarball's batches are checked one by one)
             read_cifar_bin(path, _CIFAR_SHA256[path.name])
 
-        d = _find("cifar10", _CIFAR_BIN, data_dir)
-        if d is None:
-            if not download:
-                raise _not_found("cifar10", _CIFAR_BIN, data_dir)
-            d = _fetch_cifar(data_dir, verify)
-        parts = [read_cifar_bin(d / f, _CIFAR_SHA256[f]) for f in _CIFAR_BIN]
-    xtr = np.concatenate([p[0] for p in parts[:5]])
-    ytr = np.concatenate([p[1] for p in parts[:5]])
-    return (xtr, ytr), parts[5]
+    parts = []
+    for split in splits:
+        bin_files, py_files = _SPLITS["cifar_bin"][split], _SPLITS["cifar_py"][split]
+        py_dir = _find("cifar10", py_files, data_dir)
+        d = _find("cifar10", bin_files, data_dir)
+        if d is None and py_dir is not None:
+            batches = [read_cifar_pickle(py_dir / f, _CIFAR_PY_MD5[f]) for f in py_files]
+        else:
+            if d is None:
+                if not download:
+                    raise _not_found("cifar10", bin_files, data_dir, option_name=option_name)
+                d = _fetch_cifar(data_dir, verify, option_name)
+            batches = [read_cifar_bin(d / f, _CIFAR_SHA256[f]) for f in bin_files]
+        parts.append(
+            (np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]))
+        )
+    return _result(parts, subset)
 
 
-def _fetch_cifar(data_dir, verify) -> Path:
+def _fetch_cifar(data_dir, verify, option_name="data_dir") -> Path:
     target = cache_dir() / "cifar10"
     try:
         tar_dir = _fetch("cifar10", [_CIFAR_TARBALL], verify)
@@ -359,27 +487,31 @@ def _fetch_cifar(data_dir, verify) -> Path:
             for member in tf.getmembers():
                 base = os.path.basename(member.name)
                 if base in _CIFAR_SHA256 and member.isfile():
+                    if member.size != _CIFAR_BATCH * 3073:  # checked before it is read
+                        raise DatasetError(f"{member.name}: {member.size} bytes, not a batch")
                     data = tf.extractfile(member).read()
                     _check_sha256(Path(member.name), data, _CIFAR_SHA256[base])
-                    (target / base).write_bytes(data)
+                    saving.atomic_write(target / base, lambda f, data=data: f.write(data))
         (tar_dir / _CIFAR_TARBALL).unlink()
     except (DatasetError, tarfile.TarError, OSError) as e:
-        raise _not_found(
-            "cifar10", _CIFAR_BIN, data_dir, f"\nAutomatic download failed: {e}"
-        ) from None
+        why = f"\nAutomatic download failed: {e}"
+        raise _not_found("cifar10", _CIFAR_BIN, data_dir, why, option_name) from None
     if _find("cifar10", _CIFAR_BIN, target) is None:
-        raise _not_found("cifar10", _CIFAR_BIN, data_dir, "\nThe downloaded archive lacks batches")
+        why = "\nThe downloaded archive lacks batches"
+        raise _not_found("cifar10", _CIFAR_BIN, data_dir, why, option_name)
     return target
 
 
 _SAMPLE = Path(__file__).with_name("data") / "mnist_sample.npz"
 
 
-def load_mnist_sample():
+def load_mnist_sample(*, subset=None):
     """The MNIST slice shipped with pyconv (no files, no network): the first 5,000 training
     and the first 1,000 test digits of the real MNIST, same format as load_mnist()."""
+    splits = _splits(subset, "data_dir")
     with np.load(_SAMPLE, allow_pickle=False) as z:
-        return (z["x_train"], z["y_train"]), (z["x_test"], z["y_test"])
+        parts = [(z[f"x_{s}"], z[f"y_{s}"]) for s in ("train", "test")]
+    return _result([parts[i] for i in splits], subset)
 
 
 LOADERS = {
@@ -389,16 +521,22 @@ LOADERS = {
 }
 
 
-def load(name: str, data_dir=None, download=True):
-    """``load("mnist")`` etc.; also "mnist_sample" (the embedded slice)."""
+def load(name: str, data_dir=None, download=True, *, subset=None, option_name="data_dir"):
+    """``load("mnist")`` etc.; also "mnist_sample" (the embedded slice). ``subset`` and
+    ``option_name`` as for ``load_mnist``."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a data set name (str), got {type(name).__name__}")
     key = name.lower().replace("-", "_")
     if key == "mnist_sample":
-        return load_mnist_sample()
+        _splits(subset, option_name)
+        return load_mnist_sample(subset=subset)
     if key not in LOADERS:
         raise ValueError(
             f"unknown data set {name!r}; use one of {', '.join([*LOADERS, 'mnist_sample'])}"
         )
-    return LOADERS[key](data_dir=data_dir, download=download)
+    return LOADERS[key](
+        data_dir=data_dir, download=download, subset=subset, option_name=option_name
+    )
 
 
 def _sample_bytes(x_train, y_train, x_test, y_test) -> bytes:  # used by tools/make_mnist_sample.py

@@ -228,6 +228,9 @@ class Functional(Model):
     def _output_names(self) -> list[str]:
         return [t.layer.name for t in self._outputs]
 
+    def _output_shapes(self) -> list[tuple]:
+        return [tuple(t.shape[1:]) for t in self._outputs]
+
     def _prepare_y(self, y):
         """Targets: one array, or (several outputs) a list of one array per output (or a
         dict by output name)."""

@@ -11,16 +11,28 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._shapes import flag
+
 _EPS = 1e-7  # Keras's clipping of probabilities when a loss gets probabilities, not logits
 
 
-def _weights(sample_weight, n: int) -> np.ndarray | None:
-    if sample_weight is None:
-        return None
-    w = np.asarray(sample_weight, dtype=np.float32).reshape(-1)
-    if w.shape[0] != n:
-        raise ValueError(f"sample_weight must have one weight per sample ({n}), got {w.shape[0]}")
+def check_sample_weight(sample_weight, n: int, name="sample_weight") -> np.ndarray:
+    """One finite weight >= 0 per sample, as float32: shape (n,) or (n, 1)."""
+    w = np.asarray(sample_weight)
+    if w.dtype.kind not in "biuf":  # a boolean mask is 0/1 weights
+        raise TypeError(f"{name} must be a real numeric array, got dtype {w.dtype}")
+    if w.ndim == 2 and w.shape[1] == 1:
+        w = w[:, 0]
+    if w.shape != (n,):
+        raise ValueError(f"{name} must have one weight per sample, shape ({n},), got {w.shape}")
+    w = w.astype(np.float32)
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError(f"{name} must be finite and >= 0, got values in [{w.min()}, {w.max()}]")
     return w
+
+
+def _weights(sample_weight, n: int) -> np.ndarray | None:
+    return None if sample_weight is None else check_sample_weight(sample_weight, n)
 
 
 def _reduce(per_sample: np.ndarray, w) -> float:
@@ -57,34 +69,69 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
     return z
 
 
-def _sparse_labels(y_true, y_pred: np.ndarray) -> np.ndarray:
+def _sparse_labels(y_true, y_pred: np.ndarray, name="y") -> np.ndarray:
+    return _sparse_labels_for(y_true, y_pred.shape, name)
+
+
+def _sparse_labels_for(y_true, pred_shape: tuple, name="y") -> np.ndarray:
+    """Integer class indices in [0, classes) for predictions of shape ``pred_shape``."""
     y = np.asarray(y_true)
-    if y.ndim == y_pred.ndim and y.shape[-1] == 1:
+    if y.dtype.kind not in "biuf":
+        raise TypeError(f"sparse labels {name} must be integer class indices, got dtype {y.dtype}")
+    if y.ndim == len(pred_shape) and y.shape[-1] == 1:
         y = y[..., 0]
-    if y.shape != y_pred.shape[:-1]:
+    if y.shape != tuple(pred_shape[:-1]):
         raise ValueError(
-            f"sparse labels y must have shape {y_pred.shape[:-1]} (one class index per sample) "
-            f"for predictions of shape {y_pred.shape}, got {y.shape}"
+            f"sparse labels {name} must have shape {tuple(pred_shape[:-1])} (one class index "
+            f"per sample) for predictions of shape {tuple(pred_shape)}, got {y.shape}"
         )
     if not np.issubdtype(y.dtype, np.integer):
-        if not np.all(np.equal(np.mod(y, 1), 0)):
-            raise ValueError("sparse labels y must be integer class indices")
+        if not np.all(np.equal(np.mod(y, 1), 0)):  # NaN and inf fail this too
+            raise ValueError(f"sparse labels {name} must be integer class indices")
         y = y.astype(np.int64)
-    k = y_pred.shape[-1]
+    k = pred_shape[-1]
     if y.size and (y.min() < 0 or y.max() >= k):
-        raise ValueError(f"labels y must be in [0, {k}), got values in [{y.min()}, {y.max()}]")
-    return y
-
-
-def _dense_targets(y_true, y_pred: np.ndarray) -> np.ndarray:
-    y = np.asarray(y_true, dtype=np.float32)
-    if y.shape != y_pred.shape and y.ndim and len(y) == len(y_pred) and y.size == y_pred.size:
-        y = y.reshape(y_pred.shape)  # e.g. (N,) labels for a (N, 1) sigmoid output
-    if y.shape != y_pred.shape:
         raise ValueError(
-            f"targets y must have the predictions' shape {y_pred.shape}, got {y.shape}"
+            f"labels {name} must be in [0, {k}) for {k} classes, got values in "
+            f"[{y.min()}, {y.max()}]"
         )
     return y
+
+
+def _dense_targets(y_true, y_pred: np.ndarray, name="y") -> np.ndarray:
+    return _dense_targets_for(y_true, y_pred.shape, name)
+
+
+def _dense_targets_for(y_true, pred_shape: tuple, name="y") -> np.ndarray:
+    y = np.asarray(y_true)
+    if y.dtype.kind not in "biuf":
+        raise TypeError(f"targets {name} must be a real numeric array, got dtype {y.dtype}")
+    y = y.astype(np.float32, copy=False)
+    pred_shape = tuple(pred_shape)
+    if (
+        y.shape != pred_shape
+        and y.ndim
+        and len(y) == pred_shape[0]
+        and y.size == np.prod(pred_shape, dtype=np.int64)
+    ):
+        y = y.reshape(pred_shape)  # e.g. (N,) labels for a (N, 1) sigmoid output
+    if y.shape != pred_shape:
+        raise ValueError(
+            f"targets {name} must have the predictions' shape {pred_shape}, got {y.shape}"
+        )
+    return y
+
+
+def _check_range(y: np.ndarray, name: str, loss: str, lo=0.0, hi=1.0, hint="") -> None:
+    """Targets finite and in [lo, hi] (one vectorized pass)."""
+    if y.size == 0:
+        return
+    low, high = float(y.min()), float(y.max())
+    if not (np.isfinite(low) and np.isfinite(high)) or low < lo or high > hi:
+        raise ValueError(
+            f"{loss} needs targets {name} in [{lo:g}, {hi:g}], got values in "
+            f"[{low:g}, {high:g}]{hint}"
+        )
 
 
 class Loss:
@@ -92,10 +139,19 @@ class Loss:
     fused_activation: str | None = None  # the activation whose gradient this loss can absorb
 
     def __init__(self, from_logits=False):
-        self.from_logits = bool(from_logits)
+        self.from_logits = flag(from_logits, "from_logits")
 
     def value_and_grad(self, y_true, y_pred, sample_weight=None):
         raise NotImplementedError
+
+    def check_targets(self, y_true, output_shape: tuple, name="y") -> None:
+        """Raise ValueError/TypeError if ``y_true`` cannot be this loss's targets for outputs
+        of per-sample shape ``output_shape`` (the model checks all of its data once before
+        training, so a bad label is found before any weight changes). A loss of your own
+        may override it; by default every real numeric array is accepted."""
+        y = np.asarray(y_true)
+        if y.dtype.kind not in "biuf":
+            raise TypeError(f"targets {name} must be a real numeric array, got dtype {y.dtype}")
 
     def value_and_grad_logits(self, y_true, logits, sample_weight=None):
         raise NotImplementedError
@@ -118,6 +174,13 @@ class CategoricalCrossentropy(Loss):
 
     def _targets(self, y_true, y_pred):
         return _dense_targets(y_true, y_pred)
+
+    def check_targets(self, y_true, output_shape, name="y"):
+        y = _dense_targets_for(y_true, (len(y_true), *output_shape), name)
+        hint = ""
+        if len(output_shape) and output_shape[-1] > 1 and np.asarray(y_true).ndim == 1:
+            hint = "; integer class indices need loss='sparse_categorical_crossentropy'"
+        _check_range(y, name, self.name, hint=hint)
 
     def value_and_grad(self, y_true, y_pred, sample_weight=None):
         if self.from_logits:
@@ -146,6 +209,9 @@ class SparseCategoricalCrossentropy(Loss):
 
     name = "sparse_categorical_crossentropy"
     fused_activation = "softmax"
+
+    def check_targets(self, y_true, output_shape, name="y"):
+        _sparse_labels_for(y_true, (len(y_true), *output_shape), name)
 
     def value_and_grad(self, y_true, y_pred, sample_weight=None):
         if self.from_logits:
@@ -181,6 +247,16 @@ class BinaryCrossentropy(Loss):
     name = "binary_crossentropy"
     fused_activation = "sigmoid"
 
+    def check_targets(self, y_true, output_shape, name="y"):
+        y = _dense_targets_for(y_true, (len(y_true), *output_shape), name)
+        hint = ""
+        if y.size and float(y.max()) > 1 and np.all(np.mod(y, 1) == 0):
+            hint = (
+                f"; {int(y.max()) + 1} class labels need a softmax output with one unit per "
+                "class and loss='sparse_categorical_crossentropy'"
+            )
+        _check_range(y, name, self.name, hint=hint)
+
     def value_and_grad(self, y_true, y_pred, sample_weight=None):
         if self.from_logits:
             return self.value_and_grad_logits(y_true, y_pred, sample_weight)
@@ -204,7 +280,14 @@ class BinaryCrossentropy(Loss):
         return loss, _scale(((sig - y) / k).astype(np.float32), w, len(z))
 
 
-class MeanSquaredError(Loss):
+class _Regression(Loss):
+    def check_targets(self, y_true, output_shape, name="y"):
+        y = _dense_targets_for(y_true, (len(y_true), *output_shape), name)
+        if not np.isfinite(y).all():
+            raise ValueError(f"{self.name} needs finite targets {name}; got NaN or infinity")
+
+
+class MeanSquaredError(_Regression):
     name = "mean_squared_error"
 
     def value_and_grad(self, y_true, y_pred, sample_weight=None):
@@ -219,7 +302,7 @@ class MeanSquaredError(Loss):
         return {}
 
 
-class MeanAbsoluteError(Loss):
+class MeanAbsoluteError(_Regression):
     name = "mean_absolute_error"
 
     def value_and_grad(self, y_true, y_pred, sample_weight=None):
@@ -248,6 +331,14 @@ class ContrastiveLoss(Loss):
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin <= 0:
             raise ValueError(f"margin must be a positive number, got {margin!r}")
         self.margin = float(margin)
+
+    def check_targets(self, y_true, output_shape, name="y"):
+        y = np.asarray(y_true)
+        if y.dtype.kind not in "biuf":
+            raise TypeError(f"targets {name} must be a real numeric array, got dtype {y.dtype}")
+        if y.size != len(y):
+            raise ValueError(f"{self.name} needs one label per pair, got {name} of shape {y.shape}")
+        _check_range(y.astype(np.float32), name, self.name)
 
     def value_and_grad(self, y_true, y_pred, sample_weight=None):
         d = np.asarray(y_pred, dtype=np.float32).reshape(len(y_pred), -1)

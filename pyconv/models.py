@@ -15,18 +15,19 @@ of the rest.
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 
+from . import augment as augment_mod
 from . import callbacks as cbks
 from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from . import saving
+from ._shapes import as_int, flag, real
 from .layers import InputLayer, Layer, SymbolicTensor, deserialize, serialize
 from .layers.base import no_param_grads
-from .utils import new_rng, shape_str, snake_case, unique_name
+from .utils import check_not_keras_path, new_rng, shape_str, snake_case, unique_name
 
 
 class TapeEntry:
@@ -66,11 +67,38 @@ def _as_batch_array(x, name: str) -> np.ndarray:
         x = np.asarray(x)
     if not isinstance(x, np.ndarray):
         x = np.asarray(x)
-    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        raise TypeError(f"{name} must be a numeric array, got dtype {x.dtype}")
+    if x.dtype.kind not in "biuf":  # complex would lose its imaginary part silently
+        raise TypeError(f"{name} must be a real numeric array, got dtype {x.dtype}")
     if x.ndim < 1:
         raise ValueError(f"{name} must have a batch dimension, got a scalar")
     return x
+
+
+def _count_arg(value, name: str, minimum: int, default: int | None = None) -> int:
+    """An int argument (Python or NumPy int; not bool, str or float) >= minimum."""
+    if value is None and default is not None:
+        return default
+    v = as_int(value, name)
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return v
+
+
+def _verbose_arg(value) -> int:
+    """ "auto" (1), 0, 1 or 2; True/False as 1/0 (Keras code writes verbose=False)."""
+    if isinstance(value, str) and value == "auto":
+        return 1
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    v = as_int(value, "verbose")
+    if v not in (0, 1, 2):
+        raise ValueError(f"verbose must be 'auto', 0, 1 or 2, got {v}")
+    return v
+
+
+def _require_samples(x, name: str) -> None:
+    if len(x) == 0:
+        raise ValueError(f"{name} is empty: there are no samples to work on")
 
 
 class Model:
@@ -160,18 +188,9 @@ class Model:
         return [v.value.copy() for v in self.weights]
 
     def set_weights(self, weights) -> None:
-        weights = list(weights)
-        variables = self.weights
-        if len(weights) != len(variables):
-            raise ValueError(
-                f"model {self.name!r} has {len(variables)} weights, got {len(weights)} arrays"
-            )
-        for var, w in zip(variables, weights):
-            if np.shape(w) != var.shape:
-                raise ValueError(f"weight {var.name!r} has shape {var.shape}, got {np.shape(w)}")
-        with optimizers_mod.hold_interrupts():  # all of them or none (Ctrl-C waits)
-            for var, w in zip(variables, weights):
-                var.assign(w)
+        """Give every weight its array (get_weights's order): all of them checked first,
+        then assigned together, so one bad array leaves the model as it was."""
+        saving.assign_weights(self.weights, weights, f"model {self.name!r}: set_weights")
 
     def count_params(self) -> int:
         self._require_built("count_params")
@@ -179,7 +198,13 @@ class Model:
 
     def get_layer(self, name=None, index=None) -> Layer:
         if index is not None:
+            index = as_int(index, "index")
+            if not -len(self.layers) <= index < len(self.layers):
+                raise ValueError(f"index {index} is out of range: the model has "
+                                 f"{len(self.layers)} layers")  # fmt: skip
             return self.layers[index]
+        if not isinstance(name, str):
+            raise TypeError(f"get_layer() needs a layer name (str) or an index, got {name!r}")
         for layer in self.layers:
             if layer.name == name:
                 return layer
@@ -214,8 +239,8 @@ class Model:
             1.0 if loss_weights is None else loss_weights, "loss_weights", names
         )
         for w in weights:
-            if isinstance(w, bool) or not isinstance(w, (int, float)):
-                raise TypeError(f"loss_weights must be numbers, got {w!r}")
+            if not np.isfinite(real(w, "loss_weights")) or w < 0:
+                raise ValueError(f"loss_weights must be finite numbers >= 0, got {w!r}")
         self.optimizer = optimizers_mod.get(optimizer)
         self._losses = [losses_mod.get(l) for l in per_output]
         self._loss_weights = [float(w) for w in weights]
@@ -233,6 +258,30 @@ class Model:
                 self._metric_names.append(name if len(names) == 1 else f"{out}_{name}")
                 self._metric_fns.append(fn)
         self.compiled = True
+
+    @property
+    def metrics_names(self) -> list[str]:
+        """["loss", then each metric's log name], as Keras (empty before compile): the order
+        of ``evaluate``'s and ``train_on_batch``'s list results."""
+        return ["loss", *self._metric_names] if self.compiled else []
+
+    def _output_shapes(self) -> list[tuple]:
+        """Per-sample shape of each output (the model is built)."""
+        return [tuple(self.output_shape[1:])]
+
+    def _check_targets(self, y, name="y") -> None:
+        """Check all targets against each output's loss once, before any weight changes
+        (a label out of range would otherwise surface mid-epoch, or never)."""
+        arrays = getattr(y, "arrays", None) or [y]  # several outputs: Inputs
+        outputs = self._output_names()
+        for i, (loss, arr, shape) in enumerate(zip(self._losses, arrays, self._output_shapes())):
+            loss.check_targets(arr, shape, name if len(arrays) == 1 else f"{name}[{i}] "
+                               f"(output {outputs[i]!r})")  # fmt: skip
+
+    def _check_sample_weight(self, sample_weight, n: int, name="sample_weight"):
+        if sample_weight is None:
+            return None
+        return losses_mod.check_sample_weight(sample_weight, n, name)
 
     @staticmethod
     def _per_output(value, what: str, names: list[str]) -> list:
@@ -326,7 +375,10 @@ class Model:
         but batch-norm moving statistics (the forward runs in training mode)."""
         self._require_compiled("compute_gradients")
         x, y = self._check_xy(x, y)
+        _require_samples(x, "x")
         self._ensure_built(x)
+        self._check_targets(y)
+        sample_weight = self._check_sample_weight(sample_weight, len(x))
         loss, _ = self._loss_and_gradients(x.astype(np.float32, copy=False), y, sample_weight)
         grads = []
         for v in self.trainable_weights:
@@ -352,8 +404,12 @@ class Model:
     def train_on_batch(self, x, y, sample_weight=None, return_dict=False):
         """One optimizer step on one batch; returns the loss and metrics of that batch."""
         self._require_compiled("train_on_batch")
+        return_dict = flag(return_dict, "return_dict")
         x, y = self._check_xy(x, y)
+        _require_samples(x, "x")
         self._ensure_built(x)
+        self._check_targets(y)
+        sample_weight = self._check_sample_weight(sample_weight, len(x))
         loss, mets = self._train_step(x.astype(np.float32, copy=False), y, sample_weight)
         return self._result(loss, [float(m.mean()) for m in mets], return_dict)
 
@@ -376,17 +432,32 @@ class Model:
         return x, y
 
     def _class_sample_weights(self, y, class_weight) -> np.ndarray:
+        """Each sample's weight from its class (targets already checked against the loss)."""
         if not isinstance(y, np.ndarray):
             raise ValueError("class_weight needs a model with one output; use sample_weight")
         if not isinstance(class_weight, dict):
             raise TypeError("class_weight must be a dict {class index: weight}")
-        labels = (
-            np.argmax(y, axis=-1) if y.ndim > 1 and y.shape[-1] > 1 else y.reshape(len(y), -1)[:, 0]
-        )
-        labels = labels.astype(np.int64)
-        table = np.ones(int(max(labels.max(initial=0), *class_weight.keys())) + 1, np.float32)
+        units = self._output_shapes()[0][-1] if self._output_shapes()[0] else 1
+        classes = max(units, 2)  # one sigmoid unit: classes 0 and 1
+        table = np.ones(classes, np.float32)
         for k, w in class_weight.items():
-            table[int(k)] = w
+            if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+                raise TypeError(f"class_weight keys must be int class indices, got {k!r}")
+            if not 0 <= k < classes:
+                raise ValueError(
+                    f"class_weight key {k} is not a class of this model's output (0 to "
+                    f"{classes - 1})"
+                )
+            w = real(w, f"class_weight[{k}]")
+            if not (np.isfinite(w) and w >= 0):
+                raise ValueError(f"class_weight[{k}] must be finite and >= 0, got {w!r}")
+            table[k] = w
+        if y.ndim > 1 and y.shape[-1] > 1:
+            labels = np.argmax(y, axis=-1)
+        else:  # class indices, or 0/1 targets of one sigmoid unit (rounded, as Keras)
+            labels = np.rint(y.reshape(len(y), -1)[:, 0]).astype(np.int64)
+        if labels.ndim > 1:
+            raise ValueError("class_weight needs one class per sample; use sample_weight")
         return table[labels]
 
     # --- fit --------------------------------------------------------------------------------
@@ -410,46 +481,62 @@ class Model:
     ):
         """Train for ``epochs`` epochs; returns a History (also ``model.history``).
 
+        Every argument, the data, the validation data and the targets (against each
+        output's loss: class indices in range, binary targets in [0, 1], ...) are checked
+        once before the first step, so a bad label or argument changes no weight.
+
         augment: a callable applied to each float32 training batch (e.g.
         ``pyconv.augment.ImageAugmenter(rotation_range=10, horizontal_flip=True)``).
         """
         self._require_compiled("fit")
+        if isinstance(x, augment_mod.Flow):
+            raise TypeError(
+                "fit takes arrays, not an ImageAugmenter.flow iterator: use "
+                "model.fit(x, y, augment=augmenter) to augment each training batch"
+            )
         if augment is not None and not callable(augment):
             raise TypeError(f"augment must be callable (e.g. an ImageAugmenter), got {augment!r}")
-        x, y = self._check_xy(x, y)
-        batch_size = 32 if batch_size is None else int(batch_size)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        # every argument and all the data checked before the first step changes a weight
+        batch_size = _count_arg(batch_size, "batch_size", 1, default=32)
+        epochs = _count_arg(epochs, "epochs", 1)
+        initial_epoch = _count_arg(initial_epoch, "initial_epoch", 0)
+        if initial_epoch > epochs:
+            raise ValueError(f"initial_epoch ({initial_epoch}) must be <= epochs ({epochs})")
+        verbose = _verbose_arg(verbose)
+        shuffle = flag(shuffle, "shuffle")
+        validation_batch_size = _count_arg(
+            validation_batch_size, "validation_batch_size", 1, default=batch_size
+        )
+        validation_split = real(validation_split, "validation_split")
         if not 0 <= validation_split < 1:
             raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
-        if sample_weight is not None:
-            sample_weight = np.asarray(sample_weight, np.float32).reshape(-1)
-            if len(sample_weight) != len(x):
-                raise ValueError("sample_weight must have one weight per sample of x")
+        if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+            raise TypeError(
+                f"callbacks must be a list of Callbacks, got {type(callbacks).__name__}"
+            )
+        x, y = self._check_xy(x, y)
+        _require_samples(x, "x")
+        self._ensure_built(x)
+        self._check_targets(y)
+        sample_weight = self._check_sample_weight(sample_weight, len(x))
         if class_weight is not None:
             cw = self._class_sample_weights(y, class_weight)
             sample_weight = cw if sample_weight is None else sample_weight * cw
-        if validation_data is None and validation_split > 0:
+        if validation_data is not None:
+            validation_data = self._check_validation_data(validation_data)
+        elif validation_split > 0:
             split = int(len(x) * (1 - validation_split))
             if split < 1 or split == len(x):
                 raise ValueError(
-                    f"validation_split={validation_split} leaves no training or validation data"
+                    f"validation_split={validation_split} of {len(x)} samples leaves no "
+                    f"{'training' if split < 1 else 'validation'} data"
                 )
-            validation_data = (x[split:], y[split:])
-            if sample_weight is not None:
-                validation_data += (sample_weight[split:],)
+            sw_val = None if sample_weight is None else sample_weight[split:]
+            validation_data = (x[split:], y[split:], sw_val)
             x, y = x[:split], y[:split]
             sample_weight = None if sample_weight is None else sample_weight[:split]
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-                raise ValueError(
-                    "validation_data must be a tuple (x_val, y_val) or "
-                    "(x_val, y_val, sample_weight)"
-                )
-        self._ensure_built(x)
         if self._rng is None:
             self._rng = new_rng()
-        verbose = 1 if verbose == "auto" else int(verbose)
         n = len(x)
         steps = -(-n // batch_size)
         history = cbks.History()
@@ -464,7 +551,7 @@ class Model:
         self.history = history
         cb.on_train_begin()
         logs: dict = {}
-        for epoch in range(int(initial_epoch), int(epochs)):
+        for epoch in range(initial_epoch, epochs):
             cb.on_epoch_begin(epoch)
             order = self._rng.permutation(n) if shuffle else np.arange(n)
             loss_sum, met_sums, seen = 0.0, [0.0] * len(self._metric_fns), 0
@@ -488,13 +575,8 @@ class Model:
                 if self.stop_training:
                     break
             if validation_data is not None:
-                val = self.evaluate(
-                    *validation_data[:2],
-                    batch_size=validation_batch_size or batch_size,
-                    verbose=0,
-                    sample_weight=validation_data[2] if len(validation_data) == 3 else None,
-                    return_dict=True,
-                )
+                val = self._evaluate(*validation_data, validation_batch_size, verbose=0)
+                val = self._result(*val, return_dict=True)
                 logs.update({f"val_{k}": v for k, v in val.items()})
             cb.on_epoch_end(epoch, logs)
             if self.stop_training:
@@ -509,16 +591,41 @@ class Model:
     ):
         """Loss (with regularization penalties, as in Keras) and metrics over (x, y)."""
         self._require_compiled("evaluate")
-        x, y = self._check_xy(x, y)
+        batch_size = _count_arg(batch_size, "batch_size", 1, default=32)
+        verbose = _verbose_arg(verbose)
+        return_dict = flag(return_dict, "return_dict")
+        x, y, sw = self._check_validation_data((x, y, sample_weight), "x", "y", "sample_weight")
+        loss, values = self._evaluate(x, y, sw, batch_size, verbose)
+        return self._result(loss, values, return_dict)
+
+    def _check_validation_data(self, data, x_name="x_val", y_name="y_val", w_name="sample_weight"):
+        """(x, y, sample_weight or None) of evaluation data, checked as training data is:
+        non-empty, shaped for the model, targets valid for the loss."""
+        if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
+            raise ValueError(
+                "validation_data must be a tuple (x_val, y_val) or (x_val, y_val, sample_weight)"
+            )
+        x = self._prepare_x(data[0], x_name)
+        if data[1] is None:
+            raise ValueError(f"{y_name} (the targets) is required")
+        y = self._prepare_y(data[1])
+        if len(x) != len(y):
+            raise ValueError(
+                f"{x_name} and {y_name} must have the same number of samples, got {len(x)} "
+                f"and {len(y)}"
+            )
+        _require_samples(x, x_name)
         self._ensure_built(x)
-        batch_size = 32 if batch_size is None else int(batch_size)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        sw = None if sample_weight is None else np.asarray(sample_weight, np.float32).reshape(-1)
+        self._check_targets(y, y_name)
+        sw = data[2] if len(data) == 3 else None
+        return x, y, self._check_sample_weight(sw, len(x), w_name)
+
+    def _evaluate(self, x, y, sw, batch_size: int, verbose: int):
+        """(loss, metric values) over checked, non-empty data."""
         n = len(x)
-        start_time = time.perf_counter()
+        bar = cbks.Progbar(-(-n // batch_size), verbose)
         loss_sum, met_sums = 0.0, [0.0] * len(self._metric_fns)
-        for start in range(0, n, batch_size):
+        for step, start in enumerate(range(0, n, batch_size)):
             xb = x[start : start + batch_size].astype(np.float32, copy=False)
             yb = y[start : start + batch_size]
             y_pred, tape, penalty = self._forward(xb, training=False)
@@ -527,27 +634,27 @@ class Model:
             loss_sum += (loss + penalty) * len(xb)
             for i, m in enumerate(self._metrics(yb, y_pred)):
                 met_sums[i] += float(m.sum())
-        loss = loss_sum / max(n, 1) + self._regularization(add_grads=False)
-        values = [s / max(n, 1) for s in met_sums]
-        if verbose == "auto" or verbose:
-            logs = self._result(loss, values, return_dict=True)
-            secs = time.perf_counter() - start_time
-            print(
-                f"{-(-n // batch_size)}/{-(-n // batch_size)} - {secs:.0f}s" + cbks._fmt_logs(logs)
-            )
-        return self._result(loss, values, return_dict)
+            bar.update(step + 1)
+        loss = loss_sum / n + self._regularization(add_grads=False)
+        values = [s / n for s in met_sums]
+        bar.finish(self._result(loss, values, return_dict=True))
+        return loss, values
 
     def predict(self, x, batch_size=None, verbose=0):
-        """Outputs for x, computed in batches of ``batch_size`` (default 32) in inference mode."""
+        """Outputs for x, computed in batches of ``batch_size`` (default 32) in inference mode.
+
+        verbose=1 shows the progress bar (as fit's), 2 one line at the end, 0 nothing."""
+        batch_size = _count_arg(batch_size, "batch_size", 1, default=32)
+        verbose = _verbose_arg(verbose)
         x = self._prepare_x(x, "x")
         self._ensure_built(x)
-        batch_size = 32 if batch_size is None else int(batch_size)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        outs = [
-            self._forward(x[s : s + batch_size].astype(np.float32, copy=False), training=False)[0]
-            for s in range(0, len(x), batch_size)
-        ]
+        bar = cbks.Progbar(-(-len(x) // batch_size), verbose if len(x) else 0)
+        outs = []
+        for step, s in enumerate(range(0, len(x), batch_size)):
+            xb = x[s : s + batch_size].astype(np.float32, copy=False)
+            outs.append(self._forward(xb, training=False)[0])
+            bar.update(step + 1)
+        bar.finish({})
         if outs and isinstance(outs[0], list):  # several outputs: one array each
             return [np.concatenate(parts) for parts in zip(*outs)]
         if not outs:
@@ -555,9 +662,11 @@ class Model:
         return np.concatenate(outs) if len(outs) > 1 else np.ascontiguousarray(outs[0])
 
     def predict_on_batch(self, x):
+        x = self._prepare_x(x, "x")
         return self.predict(x, batch_size=max(len(x), 1))
 
     def __call__(self, x, training=False):
+        training = flag(training, "training")
         x = self._prepare_x(x, "x")
         self._ensure_built(x)
         return self._forward(x.astype(np.float32, copy=False), training)[0]
@@ -575,6 +684,11 @@ class Model:
 
     def layer_outputs(self, x, layers=None, training=False) -> dict:
         """{layer name: that layer's output} for one forward pass of x (all layers if None)."""
+        training = flag(training, "training")
+        if layers is not None and not isinstance(layers, (list, tuple)):
+            raise TypeError(
+                f"layers must be a list of layers or layer names, got {type(layers).__name__}"
+            )
         x = self._prepare_x(x, "x")
         self._ensure_built(x)
         wanted = self.layers if layers is None else [self._resolve_layer(l) for l in layers]
@@ -593,6 +707,7 @@ class Model:
         that is a softmax/sigmoid (the class *score*, as Grad-CAM uses), else to the output.
         Returns (layer output A, dS/dA, model output).
         """
+        logits = flag(logits, "logits")
         x = self._prepare_x(x, "x")
         self._ensure_built(x)
         target = self._resolve_layer(layer)
@@ -602,7 +717,10 @@ class Model:
         with no_param_grads():
             y, tape, _ = self._forward(x.astype(np.float32, copy=False), False, {id(target)})
             seed = output_gradient(y) if callable(output_gradient) else output_gradient
-            seed = np.asarray(seed, np.float32)
+            seed = np.asarray(seed)
+            if seed.dtype.kind not in "biuf":
+                raise TypeError(f"output_gradient must be a real array, got dtype {seed.dtype}")
+            seed = seed.astype(np.float32)
             if seed.shape != y.shape:
                 raise ValueError(
                     f"output_gradient must have the output's shape {y.shape}, got {seed.shape}"
@@ -627,6 +745,10 @@ class Model:
         """Print Keras's table: layer (type), output shape, params (and, for a layer graph,
         what each layer is connected to); then the totals."""
         self._require_built("summary")
+        if line_length is not None:
+            line_length = _count_arg(line_length, "line_length", 1)
+        if print_fn is not None and not callable(print_fn):
+            raise TypeError(f"print_fn must be callable, got {print_fn!r}")
         print_fn = print_fn or print
         heads, rows = self._summary_rows()
         # every column but the last padded to its widest entry + 3 (Keras's look)
@@ -656,6 +778,13 @@ class Model:
     def get_config(self) -> dict:
         raise NotImplementedError
 
+    def to_json(self, **kwargs) -> str:
+        """The architecture (no weights) as a JSON string, as Keras's ``model.to_json()``;
+        ``model_from_json`` rebuilds it. ``kwargs`` go to ``json.dumps`` (e.g. indent=2)."""
+        spec = {"class_name": type(self).__name__, "config": self.get_config(),
+                "format": "pyconv-architecture"}  # fmt: skip
+        return json.dumps(spec, **kwargs)
+
     def _generators(self) -> dict:
         """Every random generator training draws from, by a key stable across save/load:
         "fit" (shuffling) and "layer:NAME" (a layer's own ``_rng``: dropout masks, the
@@ -682,7 +811,10 @@ class Model:
 
         The file also holds the state of the random generators training draws from
         (shuffling, dropout), so ``load_model`` + ``fit(initial_epoch=k)`` continues a run
-        exactly as if it had not stopped."""
+        exactly as if it had not stopped. pyconv's own format, not Keras's: a name ending in
+        .keras or .h5 is refused (use .pyconv)."""
+        check_not_keras_path(filepath, "save")
+        include_optimizer = flag(include_optimizer, "include_optimizer")
         self._require_built("save")
         entries, arrays = saving.weight_arrays(self.weights)
         manifest = {
@@ -724,6 +856,7 @@ class Model:
 
     def save_weights(self, filepath) -> None:
         """Only the weights (in order), written atomically; read back with load_weights."""
+        check_not_keras_path(filepath, "save_weights")
         self._require_built("save_weights")
         entries, arrays = saving.weight_arrays(self.weights)
         saving.write_archive(filepath, {"format": "pyconv-weights", "weights": entries}, arrays)
@@ -878,6 +1011,32 @@ class Sequential(Model):
 MODEL_CLASSES = {"Sequential": Sequential}
 
 
+def model_from_json(json_string, custom_objects=None) -> Model:
+    """A new model (fresh weights) with the architecture ``model.to_json()`` wrote, as
+    ``keras.models.model_from_json``. custom_objects: {name: class} of your own layers."""
+    if not isinstance(json_string, (str, bytes, bytearray)):
+        raise TypeError(f"json_string must be a str, got {type(json_string).__name__}")
+    if custom_objects is not None and not isinstance(custom_objects, dict):
+        raise TypeError(f"custom_objects must be a dict, got {type(custom_objects).__name__}")
+    try:
+        spec = json.loads(json_string)
+    except ValueError as e:
+        raise ValueError(f"json_string is not valid JSON: {e}") from None
+    if (
+        not isinstance(spec, dict)
+        or not isinstance(spec.get("class_name"), str)
+        or not isinstance(spec.get("config"), dict)
+    ):
+        raise ValueError('json_string must hold {"class_name": ..., "config": {...}}')
+    name = spec["class_name"]
+    cls = (custom_objects or {}).get(name) or MODEL_CLASSES.get(name)
+    if cls is None and name == "Functional":
+        from .graph import Functional as cls
+    if cls is None:
+        raise ValueError(f"unknown model class {name!r} (Sequential or Functional)")
+    return cls.from_config(spec["config"], custom_objects)
+
+
 def _model_class(name):
     if name == "Functional":
         from .graph import Functional
@@ -887,45 +1046,52 @@ def _model_class(name):
 
 
 def load_model(filepath, custom_objects=None, compile=True) -> Model:
-    """Rebuild a model saved with ``model.save``: architecture, weights, optimizer state."""
-    with saving.Archive(filepath, "model") as ar:
-        m = ar.manifest
-        if m.get("format") != "pyconv-model":
-            raise saving.ModelFileError(f"{ar.path!r} holds only weights; use model.load_weights()")
-        spec = m.get("model") or {}
-        cls = (custom_objects or {}).get(spec.get("class_name")) or _model_class(
-            spec.get("class_name")
+    """Rebuild a model saved with ``model.save``: architecture, weights, optimizer state.
+
+    Anything wrong with the file (hostile or damaged included) raises ``ModelFileError``
+    naming it; the manifest's declared sizes are checked before anything is read or built."""
+    if custom_objects is not None and not isinstance(custom_objects, dict):
+        raise TypeError(
+            "custom_objects must be a dict of names to classes, got "
+            f"{type(custom_objects).__name__}"
         )
-        if cls is None:
-            raise saving.ModelFileError(
-                f"{ar.path!r}: unknown model class {spec.get('class_name')!r}"
-            )
+    with saving.Archive(filepath, "model") as ar:
+        if ar.manifest.get("format") != "pyconv-model":
+            raise saving.ModelFileError(f"{ar.path!r} holds only weights; use model.load_weights()")
+        n_values = saving.check_model_manifest(ar)
         try:
-            model = cls.from_config(spec.get("config", {}), custom_objects)
-        except (TypeError, KeyError) as e:
-            raise saving.ModelFileError(f"{ar.path!r}: invalid model configuration ({e})") from None
-        saving.load_weight_arrays(ar, model.weights)
-        model.metadata = dict(m.get("metadata") or {})
-        rng_state = m.get("rng_state")
-        if rng_state is not None:
-            if not isinstance(rng_state, dict):
-                raise saving.ModelFileError(f"{ar.path!r}: invalid random state")
-            model._restore_generators(rng_state, repr(ar.path))
-        comp = m.get("compile")
-        if compile and comp:
-            model.compile(
-                optimizer=optimizers_mod.get(comp["optimizer"]),
-                loss=[losses_mod.get(l) for l in comp["loss"]]
-                if isinstance(comp["loss"], list)
-                else losses_mod.get(comp["loss"]),
-                loss_weights=comp.get("loss_weights"),
-                metrics=comp.get("metrics") or None,
-            )
-            state = m.get("optimizer_state")
-            if state:
-                model.optimizer.iterations = int(state["iterations"])
-                for var_name, slots in state["slots"].items():
-                    model.optimizer.slots[var_name] = {
-                        s: np.ascontiguousarray(ar.array(k), np.float32) for s, k in slots.items()
-                    }
+            with saving.weight_budget(n_values, repr(ar.path)):
+                return _rebuild_model(ar, custom_objects or {}, compile)
+        except saving.ModelFileError:
+            raise
+        except Exception as e:  # whatever a constructor makes of a hostile configuration
+            raise saving.ModelFileError(
+                f"{ar.path!r}: cannot rebuild the model it describes ({type(e).__name__}: {e})"
+            ) from e
+
+
+def _rebuild_model(ar, custom_objects: dict, compile: bool) -> Model:
+    m = ar.manifest
+    spec = m["model"]
+    cls = custom_objects.get(spec["class_name"]) or _model_class(spec["class_name"])
+    if cls is None:
+        raise saving.ModelFileError(f"{ar.path!r}: unknown model class {spec['class_name']!r}")
+    model = cls.from_config(spec.get("config", {}), custom_objects)
+    saving.load_weight_arrays(ar, model.weights)
+    model.metadata = dict(m.get("metadata") or {})
+    if m.get("rng_state") is not None:
+        model._restore_generators(m["rng_state"], repr(ar.path))
+    comp = m.get("compile")
+    if compile and comp:
+        loss = comp["loss"]
+        model.compile(
+            optimizer=optimizers_mod.get(comp["optimizer"]),
+            loss=[losses_mod.get(l) for l in loss]
+            if isinstance(loss, list)
+            else losses_mod.get(loss),
+            loss_weights=comp.get("loss_weights"),
+            metrics=comp.get("metrics") or None,
+        )
+        if m.get("optimizer_state"):
+            saving.restore_optimizer_state(ar, model.optimizer, model.weights)
     return model

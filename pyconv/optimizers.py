@@ -18,6 +18,7 @@ import threading
 import numpy as np
 
 from . import _core
+from ._shapes import as_int, flag, real
 
 
 class _Held:
@@ -31,7 +32,10 @@ class _Held:
 
 def _held_handler(signum, frame):
     _Held.pending += 1
-    if _Held.pending >= 2 and not _Held.strict:  # pressed again: stop now (nothing half-done)
+    # pressed again inside a non-strict block: stop now (nothing half-done). Never outside a
+    # block: signal.signal() runs pending handlers before it swaps them, so this one can run
+    # while the outermost block restores the previous handler, and must not raise there.
+    if _Held.pending >= 2 and _Held.depth and not _Held.strict:
         _Held.pending = 0
         raise KeyboardInterrupt
 
@@ -44,29 +48,50 @@ def hold_interrupts(strict: bool = True):
     with respect to Ctrl-C. With ``strict=False`` a second Ctrl-C raises at once, unless a
     strict block inside is running. Acts only in the main thread (the only one Python
     delivers signals to) while Python's default SIGINT handler is installed; a program
-    with its own handler keeps it untouched.
+    with its own handler keeps it untouched. No press is lost: one that comes before the
+    handler is in place raises at the block's start (the default handler), one held raises
+    at its end, and one after the default handler is back raises where it lands.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    if _Held.depth == 0:
-        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-            yield  # the program's own handler (or none): leave it alone
-            return
-        _Held.previous = signal.signal(signal.SIGINT, _held_handler)
-        _Held.pending = 0
+    strict = bool(strict)  # no call (where a signal may run) between the state changes below
+    outer = _Held.depth == 0
+    if outer and signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield  # the program's own handler (or none): leave it alone
+        return
+    # The state is ready before the handler goes in (a press the handler takes from then on
+    # counts), and the block is open (depth) before the install, so the finally always runs.
     _Held.depth += 1
-    _Held.strict += bool(strict)
+    _Held.strict += strict
     try:
+        if outer:
+            _Held.pending = 0
+            # a press pending from before raises here, from the default handler: delivered
+            _Held.previous = signal.signal(signal.SIGINT, _held_handler)
         yield
     finally:
         _Held.depth -= 1
-        _Held.strict -= bool(strict)
-        if _Held.depth == 0:
+        _Held.strict -= strict
+        if outer and signal.getsignal(signal.SIGINT) is _held_handler:
+            # presses pending now are counted by our handler before the swap (depth is 0:
+            # it only counts); later ones go to the previous handler
             signal.signal(signal.SIGINT, _Held.previous)
             if _Held.pending:
                 _Held.pending = 0
                 raise KeyboardInterrupt
+
+
+def _real_in(value, name: str, lo: float, hi: float = np.inf, lo_open=False, hi_open=True):
+    """A finite real argument in the interval lo..hi (open or closed at each end)."""
+    v = real(value, name)
+    below = v <= lo if lo_open else v < lo
+    above = v >= hi if hi_open else v > hi
+    if not np.isfinite(v) or below or above:
+        left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+        interval = f"{left}{lo}, {hi}{right}"
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+    return v
 
 
 class Optimizer:
@@ -80,13 +105,15 @@ class Optimizer:
         name=None,
     ):
         self.learning_rate = learning_rate
-        limits = {"clipnorm": clipnorm, "clipvalue": clipvalue}
-        limits.update(global_clipnorm=global_clipnorm, weight_decay=weight_decay)
-        for arg, v in limits.items():
-            if v is not None and not (np.isfinite(v) and v >= 0):
-                raise ValueError(f"{arg} must be a number >= 0 or None, got {v!r}")
-        self.clipnorm, self.clipvalue = clipnorm, clipvalue
-        self.global_clipnorm, self.weight_decay = global_clipnorm, weight_decay
+        # a limit of 0 would zero every gradient: > 0 (None: no clipping)
+        for arg, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue),
+                       ("global_clipnorm", global_clipnorm)):  # fmt: skip
+            setattr(self, arg, None if v is None else _real_in(v, arg, 0, lo_open=True))
+        self.weight_decay = (
+            None if weight_decay is None else _real_in(weight_decay, "weight_decay", 0)
+        )
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"name must be a non-empty str or None, got {name!r}")
         self.name = name or type(self).__name__.lower()
         self.iterations = 0
         self.slots: dict[str, dict[str, np.ndarray]] = {}
@@ -97,11 +124,19 @@ class Optimizer:
 
     @learning_rate.setter
     def learning_rate(self, value) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise TypeError(f"learning_rate must be a float, got {value!r}")
-        if not (np.isfinite(value) and value > 0):
-            raise ValueError(f"learning_rate must be a finite number > 0, got {value!r}")
-        self._lr = float(value)
+        self._lr = _real_in(value, "learning_rate", 0, lo_open=True)
+
+    @property
+    def iterations(self) -> int:
+        """Number of updates applied (Adam's bias correction counts from it)."""
+        return self._iterations
+
+    @iterations.setter
+    def iterations(self, value) -> None:
+        value = as_int(value, "iterations")
+        if value < 0:
+            raise ValueError(f"iterations must be >= 0, got {value}")
+        self._iterations = value
 
     def _slot(self, var, name: str) -> np.ndarray:
         slots = self.slots.setdefault(var.name, {})
@@ -112,20 +147,38 @@ class Optimizer:
     def apply(self, variables) -> None:
         """One update of every variable in ``variables`` that has a gradient.
 
-        Clipping scales the ``.grad`` arrays in place (they belong to this step). Ctrl-C is
-        held until the update is complete (see ``hold_interrupts``).
+        All or nothing: everything that can fail (a gradient or slot of the wrong shape or
+        dtype) is checked before any change, and ``iterations`` counts the step only once
+        every variable has its new value. Clipping scales the ``.grad`` arrays in place
+        (they belong to this step). Ctrl-C is held until the update is complete (see
+        ``hold_interrupts``).
         """
-        with hold_interrupts():
-            self._apply(variables)
-
-    def _apply(self, variables) -> None:
         pairs = [(v, v.grad) for v in variables if v.grad is not None]
+        self._check(pairs)
+        with hold_interrupts():
+            self._apply(pairs)
+
+    def _check(self, pairs) -> None:
+        for var, g in pairs:
+            if not isinstance(g, np.ndarray) or g.dtype != np.float32 or g.shape != var.shape:
+                got = f"{g.dtype} {g.shape}" if isinstance(g, np.ndarray) else type(g).__name__
+                raise ValueError(
+                    f"the gradient of {var.name!r} must be a float32 array of shape "
+                    f"{var.shape}, got {got}"
+                )
+            for slot, value in self.slots.get(var.name, {}).items():
+                if value.shape != var.shape or value.dtype != np.float32:
+                    raise ValueError(
+                        f"optimizer slot {slot!r} of {var.name!r} has shape {value.shape} "
+                        f"({value.dtype}); the variable has {var.shape} (float32)"
+                    )
+
+    def _apply(self, pairs) -> None:
         if self.global_clipnorm is not None:
             norm = np.sqrt(sum(float(np.square(g, dtype=np.float64).sum()) for _, g in pairs))
             if norm > self.global_clipnorm:
                 for _, g in pairs:
                     g *= np.float32(self.global_clipnorm / norm)
-        self.iterations += 1
         lr = np.float32(self._lr)
         for var, g in pairs:
             if self.clipnorm is not None:
@@ -137,6 +190,7 @@ class Optimizer:
             if self.weight_decay:  # decoupled (AdamW-style), as Keras 3
                 var.value -= (lr * np.float32(self.weight_decay)) * var.value
             self._update(var, g, lr)
+        self._iterations += 1
 
     def _update(self, var, g: np.ndarray, lr: np.float32) -> None:
         raise NotImplementedError
@@ -158,9 +212,9 @@ class SGD(Optimizer):
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **kwargs):
         super().__init__(learning_rate, **kwargs)
-        if not 0 <= momentum < 1:  # 1 would never forget a gradient: divergence
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+        # 1 would never forget a gradient: divergence
+        self.momentum = _real_in(momentum, "momentum", 0, 1)
+        self.nesterov = flag(nesterov, "nesterov")
 
     def _update(self, var, g, lr):
         if not self.momentum:
@@ -186,14 +240,13 @@ class Adam(Optimizer):
         self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, **kwargs
     ):
         super().__init__(learning_rate, **kwargs)
-        for arg, v in (("beta_1", beta_1), ("beta_2", beta_2)):
-            if not 0 <= v < 1:
-                raise ValueError(f"{arg} must be in [0, 1), got {v!r}")
-        self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
-        self.epsilon, self.amsgrad = float(epsilon), bool(amsgrad)
+        self.beta_1 = _real_in(beta_1, "beta_1", 0, 1)
+        self.beta_2 = _real_in(beta_2, "beta_2", 0, 1)
+        self.epsilon = _real_in(epsilon, "epsilon", 0, lo_open=True)
+        self.amsgrad = flag(amsgrad, "amsgrad")
 
     def _update(self, var, g, lr):
-        t = self.iterations
+        t = self._iterations + 1  # this step (iterations counts it once all of it is done)
         b1, b2 = self.beta_1, self.beta_2
         step = np.float32(lr * np.sqrt(1 - b2**t) / (1 - b1**t))
         m, v = self._slot(var, "m"), self._slot(var, "v")
@@ -219,12 +272,10 @@ class RMSprop(Optimizer):
         self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False, **kwargs
     ):
         super().__init__(learning_rate, **kwargs)
-        if not 0 <= rho < 1:
-            raise ValueError(f"rho must be in [0, 1), got {rho!r}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        self.rho, self.momentum = float(rho), float(momentum)
-        self.epsilon, self.centered = float(epsilon), bool(centered)
+        self.rho = _real_in(rho, "rho", 0, 1)
+        self.momentum = _real_in(momentum, "momentum", 0, 1)
+        self.epsilon = _real_in(epsilon, "epsilon", 0, lo_open=True)
+        self.centered = flag(centered, "centered")
 
     def _update(self, var, g, lr):
         rho = np.float32(self.rho)

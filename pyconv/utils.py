@@ -7,9 +7,12 @@ resets it, so the same script on the same machine and thread count is bit-for-bi
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
+
+from ._shapes import as_int
 
 _seed_seq = np.random.SeedSequence()
 _global_rng = np.random.default_rng(_seed_seq.spawn(1)[0])
@@ -81,3 +84,57 @@ def from_registry(identifier, by_name: dict, by_class: dict, what: str, key="cla
             raise TypeError(f"{what} config must be a dict, got {config!r}")
         return by_class[identifier[key]](**config)
     return None
+
+
+# Keras's own formats: pyconv does not write them, and a pyconv zip under such a name would
+# mislead every tool (and person) that trusts the extension.
+KERAS_EXTENSIONS = (".keras", ".h5", ".hdf5")
+
+
+def check_not_keras_path(filepath, what: str) -> None:
+    """Refuse a path ending in .keras/.h5/.hdf5 for a file pyconv writes (``what``: the call)."""
+    try:
+        name = os.fspath(filepath)
+    except TypeError:
+        return  # not a path: the writer says what it needs
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    if name.lower().endswith(KERAS_EXTENSIONS):
+        raise ValueError(
+            f"{what}: {name!r} names a Keras file, but pyconv writes its own format (a zip of a "
+            "JSON manifest and .npy arrays), not Keras's .keras/.h5; use the .pyconv extension "
+            "(e.g. 'model.pyconv') and pyconv.load_model / load_weights to read it back"
+        )
+
+
+def to_categorical(y, num_classes=None, dtype="float32") -> np.ndarray:
+    """One-hot rows from integer class indices, as ``keras.utils.to_categorical``: shape
+    ``y.shape + (num_classes,)`` (a trailing axis of 1 dropped); num_classes defaults to
+    max(y) + 1."""
+    y = np.asarray(y)
+    if y.dtype.kind not in "iuf" and y.dtype != np.bool_:
+        raise TypeError(f"y must hold integer class indices, got dtype {y.dtype}")
+    if y.dtype.kind == "f":
+        if not np.all(np.mod(y, 1) == 0):  # NaN and infinity fail this too
+            raise ValueError("y must hold integer class indices, got non-integer values")
+    y = y.astype(np.int64)
+    if y.ndim and y.shape[-1] == 1 and y.ndim > 1:
+        y = y[..., 0]
+    if y.size and y.min() < 0:
+        raise ValueError(f"class indices must be >= 0, got {y.min()}")
+    if num_classes is None:
+        num_classes = int(y.max()) + 1 if y.size else 0
+        if num_classes == 0:
+            raise ValueError("y is empty: give num_classes")
+    num_classes = as_int(num_classes, "num_classes")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if y.size and y.max() >= num_classes:
+        raise ValueError(f"class indices must be < num_classes={num_classes}, got {y.max()}")
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be a NumPy dtype, got {dtype!r}") from None
+    out = np.zeros((*y.shape, num_classes), dtype=dtype)
+    np.put_along_axis(out, y[..., None], 1, axis=-1)
+    return out

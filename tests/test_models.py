@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import shared_dir
+from conftest import data_dir
 from gradcheck import check_coords
 
 import pyconv
@@ -159,7 +159,7 @@ def test_lecture_smiley_cnn_layer_by_layer():
 
 
 def test_small_cnn_learns_real_mnist_digits():
-    data = shared_dir() / "data"
+    data = data_dir("mnist")
     (xtr, ytr), (xte, yte) = pyconv.datasets.load_mnist(data, download=False)
     pyconv.set_random_seed(0)
     x = xtr[:1000].astype(np.float32) / 255

@@ -233,3 +233,124 @@ def test_pickled_payloads_are_never_loaded(tmp_path):
             zout.writestr(item, data)
     with pytest.raises(ModelFileError, match="w0000"):
         pyconv.load_model(tmp_path / "p.pyconv")
+
+
+# --- all-or-nothing weight assignment ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad,error,match",
+    [
+        (np.zeros(8, bool), TypeError, "real numbers, got dtype bool"),
+        (np.zeros(8, np.complex64), TypeError, "dtype complex64"),
+        (np.zeros(8, [("a", "f4")]), TypeError, "real numbers"),
+        (np.array(["1"] * 8), TypeError, "dtype <U1"),
+        (np.array([object()] * 8), TypeError, "dtype object"),
+        (np.zeros(7), ValueError, r"shape \(7,\)"),
+        (np.full(8, 1e300), ValueError, "too large for float32"),
+        ("abc", TypeError, "got str"),
+    ],
+)
+def test_assign_weights_is_all_or_nothing(bad, error, match):
+    from pyconv.saving import assign_weights
+
+    model = pyconv.Sequential([L.Dense(4, input_shape=(3,)), L.Dense(8)])
+    before = model.get_weights()
+    arrays = [np.ones_like(w) for w in before]
+    arrays[-1] = bad  # the last one is bad: the ones before it must not be assigned either
+    with pytest.raises(error, match=f"the file.*'dense_?\\d*/bias'.*{match}|{match}"):
+        assign_weights(model.weights, arrays, "the file")
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="the file: got 3 weight arrays for 4 weights"):
+        assign_weights(model.weights, arrays[:3], "the file")
+    assign_weights(model.weights, [w.astype(np.float64) * 2 for w in before], "the file")
+    np.testing.assert_array_equal(model.get_weights()[0], before[0] * 2)
+
+
+# --- temp files and links ------------------------------------------------------------------
+
+KILLED_WRITER = """
+import sys
+import numpy as np
+from pyconv import saving
+arr = np.ones(8_000_000, np.float32)  # 32 MB: each save takes a while
+while True:
+    saving.write_archive(sys.argv[1], {"format": "pyconv-weights", "weights": []}, {"a": arr})
+"""
+
+
+def temp_files(directory):
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_a_killed_writers_temp_file_is_removed_by_the_next_save(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from pyconv import saving
+
+    path = tmp_path / "big.pyconv"
+    for _ in range(20):  # retry the rare kill that lands between two saves
+        proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)])
+        deadline = time.monotonic() + 60
+        while not temp_files(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if temp_files(tmp_path):
+            break
+    leftovers = temp_files(tmp_path)
+    assert leftovers and str(proc.pid) in leftovers[0]  # the writer's pid is in the name
+    saving.write_archive(path, {"format": "pyconv-weights", "weights": []}, {})
+    assert temp_files(tmp_path) == []
+    assert pyconv.saving.Archive(path, "weights").manifest["weights"] == []
+
+
+def test_a_live_writers_temp_file_is_left_alone(tmp_path):
+    import subprocess
+    import sys
+
+    from pyconv import saving
+
+    path = tmp_path / "m.pyconv"
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        prefix = saving._temp_prefix(path.name)
+        (tmp_path / f"{prefix}{live.pid}.abc.tmp").write_bytes(b"in progress")
+        (tmp_path / f"{prefix}{dead.pid}.abc.tmp").write_bytes(b"left over")
+        (tmp_path / f".other.pyconv{prefix[len(path.name) + 1 :]}{dead.pid}.x.tmp").touch()
+        (tmp_path / ".m.pyconv.abc123.tmp").touch()  # no pid: whose it is cannot be known
+        saving.write_archive(path, {"format": "pyconv-weights", "weights": []}, {})
+        assert temp_files(tmp_path) == sorted(
+            [
+                f"{prefix}{live.pid}.abc.tmp",
+                f".other.pyconv{prefix[len(path.name) + 1 :]}{dead.pid}.x.tmp",
+                ".m.pyconv.abc123.tmp",
+            ]
+        )
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_saving_over_a_symlink_keeps_the_link(tmp_path, data):
+    real_dir = tmp_path / "store"
+    real_dir.mkdir()
+    (real_dir / "real.pyconv").write_bytes(b"old")
+    link = tmp_path / "latest.pyconv"
+    link.symlink_to(os.path.join("store", "real.pyconv"))  # relative, as users make them
+    model = make_model()
+    model.save(link)
+    assert link.is_symlink() and os.readlink(link) == os.path.join("store", "real.pyconv")
+    loaded = pyconv.load_model(real_dir / "real.pyconv")
+    np.testing.assert_array_equal(loaded.predict(data[0]), model.predict(data[0]))
+    assert temp_files(tmp_path) == [] and temp_files(real_dir) == []
+    dangling = tmp_path / "dangling.pyconv"
+    dangling.symlink_to(real_dir / "new.pyconv")
+    model.save_weights(dangling)  # creates the file the link points to, as open() would
+    assert dangling.is_symlink() and (real_dir / "new.pyconv").is_file()

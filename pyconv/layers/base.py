@@ -18,7 +18,7 @@ import threading
 
 import numpy as np
 
-from .. import functional, initializers, regularizers
+from .. import functional, initializers, regularizers, saving
 from .._shapes import check_size, flag, size_of
 from ..utils import snake_case, unique_name
 
@@ -169,11 +169,12 @@ class Layer:
     # --- weights ---------------------------------------------------------------------------
 
     def add_weight(self, name, shape, initializer, regularizer=None, trainable=True) -> Variable:
-        check_size(
-            size_of(shape),
+        what = (
             f"{type(self).__name__} {self.name!r}: its {name} weight of shape {tuple(shape)} "
-            f"(check {self._size_args} and the input shape)",
+            f"(check {self._size_args} and the input shape)"
         )
+        check_size(size_of(shape), what)
+        saving.charge_weight(size_of(shape), what)  # a model rebuilt from a file: its budget
         init = initializers.get(initializer)
         var = Variable(
             f"{self.name}/{name}", init(tuple(shape)), trainable, regularizers.get(regularizer)
@@ -219,8 +220,7 @@ class Layer:
                 f"({', '.join(str(v.shape) for v in self._variables) or 'none'}); "
                 f"got {len(weights)} arrays"
             )
-        for var, w in zip(self._variables, weights):
-            var.assign(w)
+        saving.assign_weights(self._variables, weights, f"layer {self.name!r}: set_weights")
 
     def count_params(self) -> int:
         if not self.built:
