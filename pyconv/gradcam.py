@@ -29,6 +29,7 @@ pass down to the layer, and leaves the weights' gradients untouched.
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 
@@ -68,8 +69,14 @@ def _class_indices(class_index, probs: np.ndarray) -> np.ndarray:
     idx = np.broadcast_to(idx, (n,)) if idx.ndim == 0 else idx
     if idx.shape != (n,):
         raise ValueError(f"class_index must have one entry per image ({n}), got {idx.shape[0]}")
-    if idx.min() < 0 or idx.max() >= classes:
-        raise ValueError(f"class_index must be in [0, {classes}), got {idx.min()}..{idx.max()}")
+    bad = idx[(idx < 0) | (idx >= classes)]
+    if bad.size:
+        bad = np.unique(bad)
+        got = ", ".join(str(v) for v in bad[:5]) + (", ..." if bad.size > 5 else "")
+        raise ValueError(
+            f"class_index must be in [0, {classes - 1}] (the model has {classes} "
+            f"class{'' if classes == 1 else 'es'}), got {got}"
+        )
     return idx.astype(np.int64)
 
 
@@ -85,33 +92,40 @@ def cam_weights(activations: np.ndarray, gradients: np.ndarray, method: str) -> 
     return (ratio * np.maximum(g, 0)).sum(axis=(1, 2))
 
 
-def _interpolation_matrix(pos: np.ndarray, n_in: int) -> np.ndarray:
-    """(len(pos), n_in) bilinear weights reading a length-n_in signal at positions ``pos``
-    (pixel centres at integers; outside [0, n_in - 1] the edge value is used)."""
+def _interpolation(pos: np.ndarray, n_in: int):
+    """Bilinear reading of a length-n_in signal at positions ``pos`` (pixel centres at
+    integers; outside [0, n_in - 1] the edge value is used): the two neighbours' indices and
+    the second one's weight."""
     pos = np.clip(pos, 0, n_in - 1)
     lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, n_in - 1)
-    frac = pos - lo
-    r = np.zeros((len(pos), n_in))
-    np.add.at(r, (np.arange(len(pos)), lo), 1 - frac)
-    np.add.at(r, (np.arange(len(pos)), hi), frac)
-    return r
+    return lo, np.minimum(lo + 1, n_in - 1), pos - lo
 
 
 def _resample(maps: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """maps (N, h, w) read bilinearly at the given row and column positions: (N, H, W)."""
-    rh = _interpolation_matrix(rows, maps.shape[1])
-    rw = _interpolation_matrix(cols, maps.shape[2])
-    return np.einsum("Hh,nhw,Ww->nHW", rh, maps.astype(np.float64), rw).astype(np.float32)
+    """maps (N, h, w) read bilinearly at the given row and column positions: (N, H, W).
+    Separable, two neighbours per axis: O(N H W) time and memory, whatever h and w."""
+    maps = maps.astype(np.float64)
+    lo, hi, f = _interpolation(rows, maps.shape[1])
+    f = f[None, :, None]
+    maps = (1 - f) * maps[:, lo, :] + f * maps[:, hi, :]  # (N, H, w)
+    lo, hi, f = _interpolation(cols, maps.shape[2])
+    return ((1 - f) * maps[:, :, lo] + f * maps[:, :, hi]).astype(np.float32)
 
 
 def bilinear_resize(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize maps (N, h, w) to (N, H, W) bilinearly with half-pixel centres (as PIL, OpenCV
     and torch's align_corners=False do; edges clamp)."""
-    h, w = maps.shape[1:]
-    rows = (np.arange(size[0]) + 0.5) * (h / size[0]) - 0.5
-    cols = (np.arange(size[1]) + 0.5) * (w / size[1]) - 0.5
-    return _resample(maps, rows, cols)
+    return _resample(maps, *_resize_positions(maps.shape[1:], size))
+
+
+def _resize_positions(shape: tuple[int, int], size: tuple[int, int]):
+    """Where each output row and column of a (half-pixel centred) resize reads its input."""
+    (h, w), (height, width) = shape, size
+    if min(h, w, height, width) < 1:
+        raise ValueError(f"cannot resize {tuple(shape)} to {tuple(size)}: sizes must be >= 1")
+    rows = (np.arange(height) + 0.5) * (h / height) - 0.5
+    cols = (np.arange(width) + 0.5) * (w / width) - 0.5
+    return rows, cols
 
 
 def feature_map_geometry(model, layer):
@@ -213,7 +227,8 @@ def grad_cam(
 # --- pictures ---------------------------------------------------------------------------------
 
 
-def _colormap(colormap):
+def get_colormap(colormap):
+    """A matplotlib colormap from its name (ValueError naming an unknown one), or itself."""
     try:
         import matplotlib
     except ImportError:
@@ -228,22 +243,25 @@ def _colormap(colormap):
     raise TypeError(f"colormap must be a name or a matplotlib Colormap, got {colormap!r}")
 
 
-def _as_rgb_float(image) -> np.ndarray:
-    """(H, W), (H, W, 1) or (H, W, 3) image, uint8 or float in [0, 1], as float (H, W, 3)."""
+def _as_rgb(image) -> np.ndarray:
+    """(H, W), (H, W, 1) or (H, W, 3) image, uint8 or numeric, as (H, W, 1 or 3) (no copy)."""
     img = np.asarray(image)
-    if img.ndim == 3 and img.shape[2] in (1, 3):
-        pass
-    elif img.ndim == 2:
+    if img.ndim == 2:
         img = img[:, :, None]
-    else:
+    elif not (img.ndim == 3 and img.shape[2] in (1, 3)):
         raise ValueError(f"image must be (H, W), (H, W, 1) or (H, W, 3), got {img.shape}")
-    if img.dtype == np.uint8:
-        img = img / 255.0
-    elif img.dtype.kind in "fiu":
-        img = np.clip(img.astype(np.float64), 0, 1)
-    else:
+    if img.dtype.kind not in "fiu":
         raise TypeError(f"image must be uint8 or float, got dtype {img.dtype}")
+    return img
+
+
+def _rgb_float(img: np.ndarray) -> np.ndarray:
+    """Part of an _as_rgb image as float (h, w, 3) in [0, 1] (uint8 / 255, others clipped)."""
+    img = img / 255.0 if img.dtype == np.uint8 else np.clip(img.astype(np.float64), 0, 1)
     return np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img
+
+
+_OVERLAY_CHUNK = 1 << 16  # pixels blended at a time: bounds the float temporaries (~8 MB)
 
 
 def overlay(image, heatmap, alpha: float = 0.5, colormap="jet") -> np.ndarray:
@@ -251,30 +269,57 @@ def overlay(image, heatmap, alpha: float = 0.5, colormap="jet") -> np.ndarray:
 
     image: (H, W), (H, W, 1) or (H, W, 3), uint8 or float in [0, 1]. heatmap: (h, w) in
     [0, 1], resized bilinearly to the image when the sizes differ. alpha: the heatmap's
-    weight (0 = image only, 1 = heatmap only).
+    weight (0 = image only, 1 = heatmap only). Works in row blocks, so a large image costs
+    little beyond its uint8 result.
     """
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    img = _as_rgb_float(image)
-    hm = np.asarray(heatmap, np.float64)
+    img = _as_rgb(image)
+    hm = np.asarray(heatmap)
     if hm.ndim != 2:
         raise ValueError(f"heatmap must be 2-D (h, w), got shape {hm.shape}")
-    if hm.shape != img.shape[:2]:
-        hm = bilinear_resize(hm[None], img.shape[:2])[0]
-    colored = _colormap(colormap)(np.clip(hm, 0, 1))[..., :3]
-    blend = (1 - alpha) * img + alpha * colored
-    return np.clip(np.rint(blend * 255), 0, 255).astype(np.uint8)
+    cmap = get_colormap(colormap)
+    height, width = img.shape[:2]
+    # the heatmap on the image's grid, one block of rows at a time (as bilinear_resize)
+    rows, cols = _resize_positions(hm.shape, (height, width))
+    resized = hm.shape != (height, width)
+    out = np.empty((height, width, 3), np.uint8)
+    step = max(1, _OVERLAY_CHUNK // max(width, 1))
+    for r in range(0, height, step):
+        part = _resample(hm[None], rows[r : r + step], cols)[0] if resized else hm[r : r + step]
+        colored = cmap(np.clip(part.astype(np.float64), 0, 1))[..., :3]
+        blend = (1 - alpha) * _rgb_float(img[r : r + step]) + alpha * colored
+        out[r : r + step] = np.clip(np.rint(blend * 255), 0, 255)
+    return out
 
 
-def save_image(image, path) -> None:
-    """Write an (H, W) or (H, W, 3) uint8 image as PNG, atomically (Pillow)."""
+def image_format(path) -> str:
+    """Pillow's name of the image format for ``path``'s extension ("PNG", "JPEG", ...);
+    ValueError for an extension Pillow cannot write."""
     try:
         from PIL import Image
     except ImportError:
         raise ImportError("saving images needs Pillow: pip install 'pyconv[viz]'") from None
+    Image.init()
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    fmt = Image.registered_extensions().get(ext)
+    if fmt is None or fmt not in Image.SAVE:
+        raise ValueError(
+            f"cannot tell an image format Pillow can write from {os.fspath(path)!r}: "
+            "end the name in .png, .jpg, .webp, .bmp, .tif, ..."
+        )
+    return fmt
+
+
+def save_image(image, path) -> None:
+    """Write an (H, W) or (H, W, 3) uint8 image, atomically (Pillow), in the format its
+    extension names (.png, .jpg, ...; ValueError for one Pillow cannot write)."""
+    fmt = image_format(path)
+    from PIL import Image
+
     img = np.asarray(image)
     if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
         raise ValueError(f"image must be uint8 (H, W) or (H, W, 3), got {img.dtype} {img.shape}")
     buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
+    Image.fromarray(img).save(buf, format=fmt)
     saving.atomic_write(path, lambda f: f.write(buf.getvalue()))

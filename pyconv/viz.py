@@ -1,7 +1,7 @@
 """Pictures of training and of what a network sees (matplotlib; ``pip install pyconv[viz]``).
 
-Figures are returned (so they can be shown or styled) and, with ``path=``, written as PNG
-atomically.
+Figures are returned (so they can be shown or styled) and, with ``path=``, written
+atomically in the format the name's extension says (.png, .jpg, .svg, .pdf, ...).
 
 - :func:`plot_history`: loss and metric curves.
 - :func:`plot_filters`: the learned kernels of a Conv2D layer (:func:`filter_images`).
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 
 import numpy as np
 
@@ -37,16 +38,43 @@ def _pyplot():
     return plt
 
 
+def figure_format(path) -> str:
+    """The file format ``path``'s extension names ("png", "jpg", "svg", "pdf", ...);
+    ValueError for one matplotlib cannot write (so nothing is written under a wrong name)."""
+    _pyplot()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    fmt = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    if fmt not in formats:
+        raise ValueError(
+            f"cannot tell a picture format from {os.fspath(path)!r}: end the name in "
+            f"{', '.join('.' + f for f in formats)}"
+        )
+    return fmt
+
+
+def save_figure(fig, path) -> None:
+    """Write a matplotlib figure to ``path`` atomically, in the format its extension names."""
+    _save(fig, path, figure_format(path))
+
+
 def save_png(fig, path) -> None:
-    """Write a matplotlib figure to ``path`` as PNG, atomically."""
+    """Write a matplotlib figure to ``path`` as PNG (whatever its name), atomically."""
+    _save(fig, path, "png")
+
+
+def _save(fig, path, fmt: str) -> None:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format=fmt, dpi=110, bbox_inches="tight")
     saving.atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
 def plot_history(history, path=None, title=None):
     """Loss and metric curves per epoch (training and validation) from a History or its dict."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     hist = getattr(history, "history", history)
     if not isinstance(hist, dict) or not hist:
         raise ValueError("history must be a non-empty History or dict of per-epoch lists")
@@ -60,7 +88,9 @@ def plot_history(history, path=None, title=None):
             ax.plot(range(1, len(hist[f"val_{name}"]) + 1), hist[f"val_{name}"], "s-", ms=3,
                     label=f"validation {name}")  # fmt: skip
         ax.set_xlabel("epoch")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        # whole epochs only, one tick at least: a 1-epoch run's axis is not 0.94 ... 1.06
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_xlim(0.5, max(len(hist[name]), len(hist.get(f"val_{name}", ()))) + 0.5)
         ax.set_title(name)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -68,7 +98,7 @@ def plot_history(history, path=None, title=None):
         fig.suptitle(title)
     fig.tight_layout()
     if path is not None:
-        save_png(fig, path)
+        save_figure(fig, path)
     return fig
 
 
@@ -93,7 +123,7 @@ def _minmax(a: np.ndarray, axes: tuple) -> np.ndarray:
 
 def _finish(fig, path):
     if path is not None:
-        save_png(fig, path)
+        save_figure(fig, path)
     return fig
 
 

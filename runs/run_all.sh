@@ -7,7 +7,9 @@ DATA=${PYCONV_DATA:-../shared/data}
 run() {  # name, then pyconv train arguments
   local name=$1; shift
   if [ -f "runs/$name.pyconv" ]; then echo "$name: done already"; return; fi
-  pyconv train "$@" --data-dir "$DATA" --out "runs/$name.pyconv" --resume --verbose 2 \
+  local resume=()  # --resume refuses to start without a checkpoint
+  if [ -f "runs/$name.ckpt.pyconv" ]; then resume=(--resume); fi
+  pyconv train "$@" --data-dir "$DATA" --out "runs/$name.pyconv" ${resume[@]+"${resume[@]}"} --verbose 2 \
     >> "runs/$name.out" 2>&1
 }
 run mnist_cnn --model mnist_cnn --dataset mnist --augment --epochs 12

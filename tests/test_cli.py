@@ -4,6 +4,7 @@ predict on image files, and clear errors."""
 from __future__ import annotations
 
 import json
+import signal
 import zipfile
 
 import numpy as np
@@ -16,6 +17,7 @@ PIL = pytest.importorskip("PIL.Image")
 
 
 def train(tmp_path, *extra):
+    tmp_path.mkdir(exist_ok=True)
     out = tmp_path / "m.pyconv"
     code = cli.main(["train", "--limit", "600", "--out", str(out), "--verbose", "0", *extra])
     assert code == 0
@@ -43,16 +45,39 @@ def test_train_on_the_embedded_sample_writes_everything(tmp_path, capsys):
     assert abs(acc - meta["test_accuracy"]) < 1e-4
 
 
-def test_resume_continues_from_the_checkpoint(tmp_path, capsys):
-    train(tmp_path, "--epochs", "1")
-    (tmp_path / "m.pyconv").unlink()
-    train(tmp_path, "--epochs", "2", "--resume")
+def interrupt_after_epoch(monkeypatch, epoch):
+    """Ctrl-C (a real SIGINT) at the end of ``epoch``, after the checkpoint was written."""
+    real = cli._train_callbacks
+
+    class CtrlC(pyconv.callbacks.Callback):
+        def on_epoch_end(self, e, logs=None):
+            if e == epoch:
+                signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(cli, "_train_callbacks", lambda *a: [*real(*a), CtrlC()])
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path, capsys, monkeypatch):
+    interrupt_after_epoch(monkeypatch, 0)
+    args = ["train", "--limit", "600", "--out", str(tmp_path / "m.pyconv"), "--verbose", "0"]
+    assert cli.main([*args, "--epochs", "2"]) == 130
+    err = capsys.readouterr().err
+    assert "holds epoch 1 of 2" in err and "m.ckpt.pyconv" in err
+    assert err.splitlines()[-1].strip().endswith("--epochs 2 --resume")
+    assert not (tmp_path / "m.pyconv").exists()
+    monkeypatch.undo()
+    train(tmp_path, "--resume")  # --epochs 2 comes from the checkpoint
     text = capsys.readouterr().out
-    assert "Resuming from" in text and "after epoch 1" in text
-    meta = pyconv.load_model(tmp_path / "m.pyconv").metadata
+    assert "Resuming mnist_cnn on mnist_sample from" in text and "after epoch 1 of 2" in text
+    resumed = pyconv.load_model(tmp_path / "m.pyconv")
+    meta = resumed.metadata
     assert meta["epoch"] == 2 and len(meta["history"]["loss"]) == 2
     lr = meta["history"]["learning_rate"]
     assert lr[1] < lr[0]  # the cosine schedule continued where it left off
+    assert len((tmp_path / "m.log.csv").read_text().splitlines()) == 3  # header + 2 epochs
+    straight = pyconv.load_model(train(tmp_path / "straight", "--epochs", "2"))
+    for a, b in zip(resumed.get_weights(), straight.get_weights()):
+        np.testing.assert_array_equal(a, b)  # as if never interrupted
 
 
 def test_predict_reads_images_like_the_training_data(tmp_path, capsys):

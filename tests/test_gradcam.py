@@ -348,6 +348,26 @@ def test_save_image_writes_a_png(tmp_path):
     assert not (tmp_path / "b.png").exists()
 
 
+def test_save_image_format_follows_the_extension(tmp_path):
+    pil = pytest.importorskip("PIL.Image")
+    rgb = np.random.default_rng(9).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    for name, fmt in (("a.jpg", "JPEG"), ("a.JPEG", "JPEG"), ("a.webp", "WEBP"), ("a.bmp", "BMP")):
+        gradcam.save_image(rgb, tmp_path / name)
+        with pil.open(tmp_path / name) as im:
+            assert im.format == fmt and im.size == (7, 6)
+    for name in ("a.xyz", "noext"):
+        with pytest.raises(ValueError, match="cannot tell an image format"):
+            gradcam.save_image(rgb, tmp_path / name)
+        assert not (tmp_path / name).exists()
+
+
+def test_overlay_of_empty_pictures_is_refused():
+    with pytest.raises(ValueError, match="sizes must be >= 1"):
+        gradcam.overlay(np.zeros((0, 5)), np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="sizes must be >= 1"):
+        gradcam.overlay(np.zeros((5, 5)), np.zeros((3, 0)))
+
+
 def test_gradcam_command(tmp_path, capsys):
     pil = pytest.importorskip("PIL.Image")
     pytest.importorskip("matplotlib")

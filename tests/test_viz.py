@@ -299,3 +299,32 @@ def test_plot_kernels_errors_name_the_argument(plt):
         viz.plot_kernels(np.zeros((5, 5)), {})
     with pytest.raises(ValueError, match="image"):
         viz.plot_kernels(np.zeros((5, 5, 2)))
+
+
+# --- training curves -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 7, 40])
+def test_plot_history_has_whole_epoch_ticks(plt, tmp_path, epochs):
+    hist = {"loss": list(np.linspace(1, 0.1, epochs)), "val_loss": [0.5] * epochs}
+    fig = viz.plot_history(hist, path=tmp_path / "h.png")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+    assert ticks and all(t == int(t) and 1 <= t <= epochs for t in ticks), ticks
+    assert lo < 1 and epochs < hi  # every point is inside the axis
+    assert_png(tmp_path / "h.png")
+
+
+def test_figures_are_written_in_the_format_the_name_says(plt, tmp_path):
+    hist = {"loss": [1.0, 0.5]}
+    viz.plot_history(hist, path=tmp_path / "h.svg")
+    assert b"<svg" in (tmp_path / "h.svg").read_bytes()[:500]
+    viz.plot_history(hist, path=tmp_path / "h.jpg")
+    assert (tmp_path / "h.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+    with pytest.raises(ValueError, match=r"cannot tell a picture format from .*h\.xyz"):
+        viz.plot_history(hist, path=tmp_path / "h.xyz")
+    assert not (tmp_path / "h.xyz").exists()
+    viz.save_png(viz.plot_history(hist), tmp_path / "h.any")  # save_png: PNG whatever the name
+    assert (tmp_path / "h.any").read_bytes()[:8] == PNG_SIGNATURE
