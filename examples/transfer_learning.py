@@ -13,9 +13,12 @@
 5. For reference, the same network trained from scratch on that same target set with the
    same budget (epochs, batch size, optimizer).
 
-Test accuracies are on the official test images of each task's classes (5,000 each).
-CIFAR-10 is read from ``--data-dir``, else ``$PYCONV_DATA``, the cache, or downloaded
-(``pyconv.datasets.load_cifar10``). Needs ``pip install pyconv[onnx]``.
+Test accuracies are on the official test images of each task's classes (5,000 each;
+``--test-per-class`` takes fewer). CIFAR-10 is read from ``--data-dir``, else ``$PYCONV_DATA``,
+the cache, or downloaded (about 170 MB, ``pyconv.datasets.load_cifar10``). Needs
+``pip install pyconv[onnx]``. A quick check of the whole path (seconds, not meaningful
+accuracies): ``--source-per-class 50 --target-per-class 20 --test-per-class 20
+--source-epochs 1 --target-epochs 1``.
 """
 
 from __future__ import annotations
@@ -62,12 +65,14 @@ def small_cnn(num_classes: int) -> pyconv.Sequential:
 
 def task(x, y, classes, per_class=None, seed=0):
     """Images of ``classes`` (scaled to [0, 1]) and labels renumbered 0..len(classes)-1;
-    with ``per_class``, that many random images of each class."""
+    with ``per_class``, that many random images of each class (at most all of them)."""
     rng = np.random.default_rng(seed)
     keep = []
     for c in classes:
         idx = np.flatnonzero(y == c)
-        keep.append(idx if per_class is None else rng.choice(idx, per_class, replace=False))
+        if per_class is not None and per_class < len(idx):
+            idx = rng.choice(idx, per_class, replace=False)
+        keep.append(idx)
     keep = np.sort(np.concatenate(keep))
     labels = np.searchsorted(np.asarray(classes), y[keep]).astype(np.int64)
     return x[keep].astype(np.float32) / np.float32(255.0), labels
@@ -91,23 +96,32 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="folder with the CIFAR-10 files")
     parser.add_argument("--source-epochs", type=int, default=8)
     parser.add_argument("--target-epochs", type=int, default=10)
+    parser.add_argument("--source-per-class", type=int, help="default: all 5,000 images a class")
     parser.add_argument("--target-per-class", type=int, default=1000)
+    parser.add_argument("--test-per-class", type=int, help="default: all 1,000 images a class")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--onnx", default=None, help="where to write the ONNX file (a temp dir)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    for option in ("source_epochs", "target_epochs", "batch_size", "source_per_class",
+                   "target_per_class", "test_per_class"):  # fmt: skip
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            parser.error(f"--{option.replace('_', '-')} must be >= 1, got {value}")
     start = time.perf_counter()
 
     def stamp(what: str) -> None:
         print(f"[{time.perf_counter() - start:6.1f} s] {what}", flush=True)
 
-    (x_train, y_train), (x_test, y_test) = datasets.load_cifar10(data_dir=args.data_dir)
+    (x_train, y_train), (x_test, y_test) = datasets.load_cifar10(
+        args.data_dir, option_name="--data-dir"
+    )
     y_train, y_test = y_train.astype(np.int64), y_test.astype(np.int64)
     source, target = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
-    xs_train, ys_train = task(x_train, y_train, source)
-    xs_test, ys_test = task(x_test, y_test, source)
+    xs_train, ys_train = task(x_train, y_train, source, args.source_per_class, args.seed)
+    xs_test, ys_test = task(x_test, y_test, source, args.test_per_class, args.seed)
     xt_train, yt_train = task(x_train, y_train, target, args.target_per_class, args.seed)
-    xt_test, yt_test = task(x_test, y_test, target)
+    xt_test, yt_test = task(x_test, y_test, target, args.test_per_class, args.seed)
     names = datasets.CLASS_NAMES["cifar10"]
     stamp(
         f"source task {[names[c] for c in source]}: {len(xs_train)} training images; "
@@ -183,4 +197,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, OSError, ImportError) as e:  # a bad file or option: one line, no traceback
+        raise SystemExit(f"error: {e}") from None
