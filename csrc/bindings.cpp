@@ -12,9 +12,12 @@
 #include <vector>
 
 #include "buffer_pool.h"
+#include "checked.h"
 #include "core.h"
 
 namespace py = pybind11;
+using pyconv::checked_add;
+using pyconv::checked_mul;
 using pyconv::ConstView4;
 using pyconv::ConvParams;
 using pyconv::PoolParams;
@@ -61,33 +64,52 @@ void expect_shape(const V& v, const char* name, int64_t n, int64_t c, int64_t h,
          ", " + std::to_string(w) + ")");
 }
 
+// Strides, dilations, paddings and kernel sizes: the same bound as pyconv/_shapes.py's
+// MAX_DIM, so that the window arithmetic below stays far from int64 overflow.
+constexpr int64_t kMaxGeometry = (int64_t{1} << 31) - 1;
+void check_range(int64_t v, int64_t lo, const char* name) {
+  if (v < lo)
+    fail(std::string(name) + " must be >= " + std::to_string(lo) + ", got " + std::to_string(v));
+  if (v > kMaxGeometry)
+    fail(std::string(name) + " must be <= " + std::to_string(kMaxGeometry) + ", got " +
+         std::to_string(v));
+}
+
 // Geometry from x (N,C,H,W) and w (O,C/G,KH,KW), and the output size it implies. Any
-// inconsistency is an error here, before a kernel runs.
+// inconsistency is an error here, before a kernel runs; sizes are overflow-checked.
 ConvParams conv_params(const ConstView4& x, const ConstView4& w, int64_t sh, int64_t sw, int64_t pt,
                        int64_t pb, int64_t pl, int64_t pr, int64_t dh, int64_t dw, int64_t groups) {
-  if (sh < 1 || sw < 1) fail("stride must be >= 1");
-  if (dh < 1 || dw < 1) fail("dilation must be >= 1");
-  if (pt < 0 || pb < 0 || pl < 0 || pr < 0) fail("padding must be >= 0");
+  check_range(sh, 1, "stride");
+  check_range(sw, 1, "stride");
+  check_range(dh, 1, "dilation");
+  check_range(dw, 1, "dilation");
+  for (int64_t pad : {pt, pb, pl, pr}) check_range(pad, 0, "padding");
   if (groups < 1 || x.c % groups != 0 || w.n % groups != 0)
     fail("groups must divide the input and output channels");
   if (w.c * groups != x.c) fail("w.shape[1] * groups must equal the input channels");
   ConvParams p{x.n, x.c, x.h, x.w, w.n, w.h, w.w, 0, 0, sh, sw, dh, dw, pt, pb, pl, pr, groups};
-  const int64_t eh = (w.h - 1) * dh + 1, ew = (w.w - 1) * dw + 1;
-  if (eh > x.h + pt + pb || ew > x.w + pl + pr) fail("kernel is larger than the padded input");
-  p.OH = (x.h + pt + pb - eh) / sh + 1;
-  p.OW = (x.w + pl + pr - ew) / sw + 1;
+  const int64_t eh = checked_mul(w.h - 1, dh, "the dilated kernel height") + 1;
+  const int64_t ew = checked_mul(w.w - 1, dw, "the dilated kernel width") + 1;
+  const int64_t hp = checked_add(x.h, pt + pb, "the padded input height");
+  const int64_t wp = checked_add(x.w, pl + pr, "the padded input width");
+  if (eh > hp || ew > wp) fail("kernel is larger than the padded input");
+  p.OH = (hp - eh) / sh + 1;
+  p.OW = (wp - ew) / sw + 1;
   return p;
 }
 
 PoolParams pool_params(const ConstView4& x, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
                        int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t oh, int64_t ow,
                        bool count_include_pad) {
-  if (kh < 1 || kw < 1) fail("kernel_size must be >= 1");
-  if (sh < 1 || sw < 1) fail("stride must be >= 1");
-  if (pt < 0 || pb < 0 || pl < 0 || pr < 0) fail("padding must be >= 0");
+  check_range(kh, 1, "kernel_size");
+  check_range(kw, 1, "kernel_size");
+  check_range(sh, 1, "stride");
+  check_range(sw, 1, "stride");
+  for (int64_t pad : {pt, pb, pl, pr}) check_range(pad, 0, "padding");
   if (oh < 1 || ow < 1) fail("output size must be >= 1");
   // Every window must start inside the padded input (ceil_mode may add a last partial one).
-  if ((oh - 1) * sh >= x.h + pt || (ow - 1) * sw >= x.w + pl)
+  if (checked_mul(oh - 1, sh, "the output height times the stride") >= x.h + pt ||
+      checked_mul(ow - 1, sw, "the output width times the stride") >= x.w + pl)
     fail("output size is too large for the input");
   return PoolParams{x.n, x.c, x.h, x.w, kh, kw, oh, ow, sh, sw, pt, pb, pl, pr, count_include_pad};
 }
@@ -108,7 +130,7 @@ void conv2d_forward(const py::array& x, const py::array& w, const OptArray& bias
       fail("bias must be a contiguous float32 array of shape (" + std::to_string(p.O) + ",)");
     b = static_cast<const float*>(bias->data());
   }
-  const int nt = pyconv::get_num_threads();
+  const int nt = pyconv::kernel_threads();
   py::gil_scoped_release nogil;
   pyconv::active_kernels().conv2d_forward(p, xv, wv, b, relu, yv, nt);
 }
@@ -120,7 +142,7 @@ void conv2d_backward_data(const py::array& gy, const py::array& w, py::array& gx
   auto gxv = mview(gx, "grad_x");
   ConvParams p = conv_params(gxv.as_const(), wv, sh, sw, pt, pb, pl, pr, dh, dw, groups);
   expect_shape(gyv, "grad_out", p.N, p.O, p.OH, p.OW);
-  const int nt = pyconv::get_num_threads();
+  const int nt = pyconv::kernel_threads();
   py::gil_scoped_release nogil;
   pyconv::active_kernels().conv2d_backward_data(p, gyv, wv, gxv, nt);
 }
@@ -151,7 +173,7 @@ void conv2d_backward_weight(const py::array& gy, const py::array& x, OptArray& g
            std::to_string(p.O) + ",)");
     gb = static_cast<float*>(gbias->mutable_data());
   }
-  const int nt = pyconv::get_num_threads();
+  const int nt = pyconv::kernel_threads();
   py::gil_scoped_release nogil;
   pyconv::active_kernels().conv2d_backward_weight(p, gyv, xv, gw ? &gwv : nullptr, gb, nt);
 }
@@ -162,7 +184,7 @@ void max_pool2d_forward(const py::array& x, py::array& y, int64_t kh, int64_t kw
   auto yv = mview(y, "y");
   PoolParams p = pool_params(xv, kh, kw, sh, sw, pt, pb, pl, pr, yv.h, yv.w, false);
   expect_shape(yv, "y", p.N, p.C, p.OH, p.OW);
-  const int nt = pyconv::get_num_threads();
+  const int nt = pyconv::kernel_threads();
   py::gil_scoped_release nogil;
   pyconv::active_kernels().max_pool2d_forward(p, xv, yv, nt);
 }
@@ -175,7 +197,7 @@ void max_pool2d_backward(const py::array& gy, const py::array& x, py::array& gx,
   PoolParams p = pool_params(xv, kh, kw, sh, sw, pt, pb, pl, pr, gyv.h, gyv.w, false);
   expect_shape(gyv, "grad_out", p.N, p.C, p.OH, p.OW);
   expect_shape(gxv, "grad_x", p.N, p.C, p.H, p.W);
-  const int nt = pyconv::get_num_threads();
+  const int nt = pyconv::kernel_threads();
   py::gil_scoped_release nogil;
   pyconv::active_kernels().max_pool2d_backward(p, gyv, xv, gxv, nt);
 }
@@ -187,7 +209,7 @@ void avg_pool2d_forward(const py::array& x, py::array& y, int64_t kh, int64_t kw
   auto yv = mview(y, "y");
   PoolParams p = pool_params(xv, kh, kw, sh, sw, pt, pb, pl, pr, yv.h, yv.w, count_include_pad);
   expect_shape(yv, "y", p.N, p.C, p.OH, p.OW);
-  const int nt = pyconv::get_num_threads();
+  const int nt = pyconv::kernel_threads();
   py::gil_scoped_release nogil;
   pyconv::active_kernels().avg_pool2d_forward(p, xv, yv, nt);
 }
@@ -200,7 +222,7 @@ void avg_pool2d_backward(const py::array& gy, py::array& gx, int64_t kh, int64_t
   PoolParams p =
       pool_params(gxv.as_const(), kh, kw, sh, sw, pt, pb, pl, pr, gyv.h, gyv.w, count_include_pad);
   expect_shape(gyv, "grad_out", p.N, p.C, p.OH, p.OW);
-  const int nt = pyconv::get_num_threads();
+  const int nt = pyconv::kernel_threads();
   py::gil_scoped_release nogil;
   pyconv::active_kernels().avg_pool2d_backward(p, gyv, gxv, nt);
 }
@@ -253,7 +275,7 @@ void batchnorm_forward(const py::array& x, const OptArray& gamma, const OptArray
   auto* v = channel_vec<float*>(var, "var", r.c, true);
   auto* xp = static_cast<const float*>(x.data());
   auto* yp = static_cast<float*>(y.mutable_data());
-  const int nt = pyconv::get_num_threads();
+  const int nt = pyconv::kernel_threads();
   py::gil_scoped_release nogil;
   pyconv::active_kernels().batchnorm_forward(xp, r.m, r.c, g, b, static_cast<float>(eps), yp, mu, v,
                                              nt);
@@ -275,7 +297,7 @@ void batchnorm_backward(const py::array& dy, const py::array& x, const OptArray&
   auto* dxp = dx ? static_cast<float*>(dx->mutable_data()) : nullptr;
   auto* dyp = static_cast<const float*>(dy.data());
   auto* xp = static_cast<const float*>(x.data());
-  const int nt = pyconv::get_num_threads();
+  const int nt = pyconv::kernel_threads();
   py::gil_scoped_release nogil;
   pyconv::active_kernels().batchnorm_backward(dyp, xp, r.m, r.c, g, mu, v, static_cast<float>(eps),
                                               batch_stats, dxp, dg, db, nt);
@@ -290,7 +312,7 @@ void channel_affine(const py::array& x, const OptArray& scale, const OptArray& s
   auto* sh = channel_vec<const float*>(shift, "shift", r.c, false);
   auto* xp = static_cast<const float*>(x.data());
   auto* yp = static_cast<float*>(y.mutable_data());
-  const int nt = pyconv::get_num_threads();
+  const int nt = pyconv::kernel_threads();
   py::gil_scoped_release nogil;
   pyconv::active_kernels().channel_affine(xp, r.m, r.c, sc, sh, yp, nt);
 }
@@ -311,7 +333,7 @@ void affine_warp(const py::array& x, const py::array& mats, py::array& y, int fi
   auto* xp = static_cast<const float*>(x.data());
   auto* mp = static_cast<const float*>(mats.data());
   auto* yp = static_cast<float*>(y.mutable_data());
-  const int nt = pyconv::get_num_threads();
+  const int nt = pyconv::kernel_threads();
   py::gil_scoped_release nogil;
   pyconv::active_kernels().affine_warp(xp, n, h, w, c, mp, yp, fill, static_cast<float>(fill_value),
                                        nt);
@@ -337,7 +359,7 @@ void dropout(const py::array& x, double rate, uint64_t key, py::array& y) {
   auto* xp = static_cast<const float*>(x.data());
   auto* yp = static_cast<float*>(y.mutable_data());
   const int64_t n = x.size();
-  const int nt = pyconv::get_num_threads();
+  const int nt = pyconv::kernel_threads();
   py::gil_scoped_release nogil;
   pyconv::active_kernels().dropout(xp, n, threshold, scale, key, yp, nt);
 }
@@ -350,7 +372,7 @@ void relu_backward(const py::array& dy, const py::array& y, py::array& dx) {
   auto* yp = static_cast<const float*>(y.data());
   auto* dxp = static_cast<float*>(dx.mutable_data());
   const int64_t n = y.size();
-  const int nt = pyconv::get_num_threads();
+  const int nt = pyconv::kernel_threads();
   py::gil_scoped_release nogil;
   pyconv::active_kernels().relu_backward(dyp, yp, n, dxp, nt);
 }
@@ -368,7 +390,7 @@ void adam_update(py::array& w, const py::array& g, py::array& m, py::array& v, O
   auto* vp = static_cast<float*>(v.mutable_data());
   auto* hp = vhat ? static_cast<float*>(vhat->mutable_data()) : nullptr;
   const int64_t n = w.size();
-  const int nt = pyconv::get_num_threads();
+  const int nt = pyconv::kernel_threads();
   py::gil_scoped_release nogil;
   pyconv::active_kernels().adam_update(wp, gp, mp, vp, hp, n, static_cast<float>(step),
                                        static_cast<float>(beta_1), static_cast<float>(beta_2),
@@ -461,6 +483,9 @@ PYBIND11_MODULE(_core, m) {
   });
   m.def("get_num_threads", &pyconv::get_num_threads);
   m.def("set_num_threads", &pyconv::set_num_threads, arg("n"));
+  m.def("default_num_threads_requested", &pyconv::default_num_threads_requested);
+  m.def("in_forked_child", &pyconv::in_forked_child,
+        "True in a child forked after the kernels ran on several threads (it runs one)");
   m.def(
       "peak_gflops",
       [](double seconds) {
@@ -514,4 +539,7 @@ PYBIND11_MODULE(_core, m) {
 #endif
       },
       "Free the calling thread's cached workspaces (all ISAs)");
+  m.def(
+      "workspace_bytes", [] { return pyconv::active_kernels().workspace_bytes(); },
+      "Bytes the calling thread's workspaces of the active ISA hold (its next calls reuse them)");
 }

@@ -2,7 +2,10 @@
 // whole (no splitting), so a block's size is known from the request that made it.
 #include "buffer_pool.h"
 
+#include <pthread.h>
+
 #include <cstdlib>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <new>
@@ -26,6 +29,13 @@ Pool& pool() {
   return *p;
 }
 
+// A fork while another thread holds the lock would leave it locked forever in the child
+// (where that thread does not exist): the forking thread takes it across the fork.
+void lock_for_fork() { pool().mu.lock(); }
+void unlock_after_fork() { pool().mu.unlock(); }
+[[maybe_unused]] const int g_fork_handlers =
+    pthread_atfork(lock_for_fork, unlock_after_fork, unlock_after_fork);
+
 std::size_t rounded(std::size_t bytes) {
   if (bytes < kMinPooledBytes) return (bytes + kAlign - 1) / kAlign * kAlign;
   return (bytes + kGranule - 1) / kGranule * kGranule;
@@ -44,6 +54,8 @@ void trim_locked(Pool& p) {
 }  // namespace
 
 void* pool_take(std::size_t bytes) {
+  // Rounding up must not wrap a huge request around to a small block.
+  if (bytes > std::numeric_limits<std::size_t>::max() / 2) throw std::bad_alloc();
   const std::size_t size = rounded(bytes == 0 ? 1 : bytes);
   if (size >= kMinPooledBytes) {
     Pool& p = pool();

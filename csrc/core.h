@@ -105,6 +105,8 @@ struct KernelTable {
   // Measured single-thread FMA throughput of this ISA, GFLOP/s.
   double (*peak_gflops)(double seconds);
   void (*release_workspace)();
+  // Bytes the calling thread's workspaces hold now (reused by its next calls).
+  int64_t (*workspace_bytes)();
 };
 
 namespace generic {
@@ -127,7 +129,15 @@ const KernelTable& active_kernels();
 const char* active_isa();
 bool isa_supported(const char* name);
 void set_isa(const char* name);  // throws std::invalid_argument
+// Threads (dispatch.cpp). get_num_threads is 1 in a child forked after the kernels ran on
+// several threads; set_num_threads starts (and ends) that many threads before it accepts a
+// count, and throws std::runtime_error when they cannot start.
 int get_num_threads();
-void set_num_threads(int n);  // throws std::invalid_argument on n < 1
+void set_num_threads(int n);          // throws std::invalid_argument on n < 1
+int default_num_threads_requested();  // the OpenMP default before it was checked
+bool in_forked_child();
+// The thread count to hand a kernel: get_num_threads, or fewer where the calling thread's
+// OpenMP team cannot start that many (see dispatch.cpp).
+int kernel_threads();
 
 }  // namespace pyconv

@@ -30,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "checked.h"
 #include "core.h"
 #include "simd.h"
 
@@ -48,16 +49,20 @@ enum Slot { WS_IN = 0, WS_W, WS_BIAS, WS_OUT, WS_AUX, WS_COUNT };
 struct Workspace {
   std::vector<float> buf[WS_COUNT];
   std::vector<int64_t> index;  // tap / pixel offset tables
-  int64_t* get_index(int64_t n) {
+  // Sizes are given as their factors, multiplied here with overflow checks (checked.h).
+  int64_t* get_index(std::initializer_list<int64_t> factors) {
+    const int64_t n = checked_product(factors, "an index table size");
     if (static_cast<int64_t>(index.size()) < n) index.resize(static_cast<size_t>(n));
     return index.data();
   }
-  float* get(Slot s, int64_t n) {
+  float* get(Slot s, std::initializer_list<int64_t> factors) {
     constexpr int64_t kAlignFloats = 16;
+    const int64_t n = checked_add(checked_product(factors, "a workspace size"), kAlignFloats + VW,
+                                  "a workspace size");
     auto& b = buf[s];
-    if (static_cast<int64_t>(b.size()) < n + kAlignFloats + VW) {
+    if (static_cast<int64_t>(b.size()) < n) {
       std::vector<float>().swap(b);  // free first: never hold old + new at once
-      b.resize(static_cast<size_t>(n + kAlignFloats + VW));
+      b.resize(static_cast<size_t>(n));
     }
     const auto addr = reinterpret_cast<std::uintptr_t>(b.data());
     return b.data() + ((64 - addr % 64) % 64) / sizeof(float);
@@ -65,6 +70,11 @@ struct Workspace {
   void release() {
     std::vector<int64_t>().swap(index);
     for (auto& b : buf) std::vector<float>().swap(b);
+  }
+  int64_t bytes() const {
+    size_t n = index.capacity() * sizeof(int64_t);
+    for (const auto& b : buf) n += b.capacity() * sizeof(float);
+    return static_cast<int64_t>(n);
   }
 };
 
@@ -359,6 +369,51 @@ void pack_weights(ConstView4 w, int64_t G, const Tiling& tl, bool transposed, fl
 // the thread count. Rounding differs from the direct kernel by a few ulps (the transforms
 // add and subtract up to 4 terms).
 // ---------------------------------------------------------------------------------------
+// The transforms make intermediate values larger than any the direct kernel forms: an input
+// (or gy) tile's transform adds up to 4 values, the products are summed over C channels (or
+// over the tiles, for the weight gradient), and the output transform adds up to 9 of those
+// sums. With X, W the largest |input| and |transformed weight| (or |gy|), every intermediate is
+// at most growth * X * W, growth = 36 C for the forward (4 x 9 per channel) and 36 tiles for
+// the weight gradient; the direct kernel's sums are bounded by 9 C X W (or pixels X W). So the
+// Winograd path runs only where that bound stays below half of FLT_MAX (then neither path
+// overflows, and they agree to rounding), and no input is NaN or infinite (inf - inf in the
+// transforms gives NaN where the direct kernel gives inf): otherwise the direct kernel runs,
+// whichever algorithm was asked for, and results never depend on which one was chosen. The
+// check is one read of the packed input and weights (see README "Design" for its cost).
+bool winograd_values_ok(double x_max, double w_max, double growth) {
+  constexpr double kMax = std::numeric_limits<float>::max();
+  return x_max <= kMax / 8 && w_max <= kMax / 8 && growth * x_max * w_max <= kMax / 2;
+}
+
+// max |a[i]| over n contiguous floats; +inf when any of them is NaN or infinite. Vector
+// maxima that keep NaN (a scalar loop does not vectorize: 6.4 ms for 9.5 MB instead of 0.4).
+float max_abs(const float* a, int64_t n, int nthreads) {
+  constexpr int64_t kBlock = 1 << 14;  // a multiple of every VW
+  const int64_t nblocks = ceil_div(n, kBlock);
+  float m = 0.f;
+#pragma omp parallel for num_threads(nthreads) schedule(static) reduction(max : m)
+  for (int64_t b = 0; b < nblocks; ++b) {
+    const int64_t lo = b * kBlock, hi = std::min(n, lo + kBlock);
+    const vf neg = vset1(-1.f);
+    vf acc = vzero();
+    int64_t i = lo;
+    for (; i + VW <= hi; i += VW) {
+      const vf v = vload(a + i);
+      acc = vmax_nan(acc, vmax_nan(vmul(v, neg), v));  // |v|, NaN kept
+    }
+    alignas(64) float lanes[VW];
+    vstore(lanes, acc);
+    float bm = 0.f;
+    for (int l = 0; l < VW; ++l) bm = std::isnan(lanes[l]) || lanes[l] > bm ? lanes[l] : bm;
+    for (; i < hi; ++i) {
+      const float v = std::fabs(a[i]);
+      bm = std::isnan(v) || v > bm ? v : bm;
+    }
+    m = std::isnan(bm) ? std::numeric_limits<float>::infinity() : std::max(m, bm);
+  }
+  return m;
+}
+
 bool winograd_applies(const ConvParams& p) {
   const ConvAlgo algo = conv_algorithm();
   if (algo == ConvAlgo::Direct) return false;
@@ -447,7 +502,8 @@ void winograd_input_channels(const float* base, int64_t Wp, int64_t C, float* ou
     for (int64_t l = 0; l < C - c; ++l) out[xi * stride + c + l] = ot[xi][l];
 }
 
-void conv2d_winograd(const ConvParams& p, ConstView4 x, ConstView4 w, const float* bias, bool relu,
+// Returns false, having computed nothing, when the values need the direct kernel (above).
+bool conv2d_winograd(const ConvParams& p, ConstView4 x, ConstView4 w, const float* bias, bool relu,
                      View4 y, int nthreads) {
   Workspace& ws = workspace();
   const int64_t C = p.C, O = p.O;
@@ -455,16 +511,19 @@ void conv2d_winograd(const ConvParams& p, ConstView4 x, ConstView4 w, const floa
   // Padded input covering every 4x4 tile: rows 2*th + 2, columns 2*tw + 2.
   const int64_t Hp = 2 * th + 2, Wp = 2 * tw + 2;
   const int64_t pad_b = Hp - p.H - p.pad_t, pad_r = Wp - p.W - p.pad_l;
-  float* xp = ws.get(WS_IN, p.N * Hp * Wp * C);
+  float* xp = ws.get(WS_IN, {p.N, Hp, Wp, C});
   pack_padded_nhwc(x, p.pad_t, pad_b, p.pad_l, pad_r, 1, C, xp, nthreads);
   const Tiling tl = choose_tiling(O);
   const int64_t Opad = tl.ntl * tl.nt, per_xi = tl.ntl * C * tl.nt;
-  float* U = ws.get(WS_W, 16 * per_xi);
+  float* U = ws.get(WS_W, {16, tl.ntl, C, tl.nt});
   winograd_weights(w, tl, U, nthreads);
-  float* bp = ws.get(WS_BIAS, Opad);  // bias, zero-padded to whole vectors
+  if (!winograd_values_ok(max_abs(xp, p.N * Hp * Wp * C, nthreads),
+                          max_abs(U, 16 * per_xi, nthreads), 36.0 * static_cast<double>(C)))
+    return false;
+  float* bp = ws.get(WS_BIAS, {Opad});  // bias, zero-padded to whole vectors
   for (int64_t o = 0; o < Opad; ++o) bp[o] = (bias && o < O) ? bias[o] : 0.f;
   const bool direct_out = is_dense_nhwc(y);
-  float* yo = direct_out ? y.data : ws.get(WS_OUT, p.N * p.OH * p.OW * O);
+  float* yo = direct_out ? y.data : ws.get(WS_OUT, {p.N, p.OH, p.OW, O});
 
   // Tiles per block: V (16 x TB x C) and M (16 x TB x Opad) in about 256 KB.
   const int64_t tiles = p.N * th * tw;
@@ -472,7 +531,7 @@ void conv2d_winograd(const ConvParams& p, ConstView4 x, ConstView4 w, const floa
   TB = std::max<int64_t>(tl.pmax, std::min<int64_t>(128, TB / tl.pmax * tl.pmax));
   const int64_t blocks = ceil_div(tiles, TB);
   const int64_t vsize = 16 * TB * C, msize = 16 * TB * Opad;
-  float* scratch = ws.get(WS_AUX, nthreads * (vsize + msize));
+  float* scratch = ws.get(WS_AUX, {nthreads, 16 * TB, C + Opad});
   const int64_t ov_end = O / VW * VW;  // output channels in whole vectors
   const int64_t in_off0 = 0, w_off0 = 0;
 
@@ -547,6 +606,7 @@ void conv2d_winograd(const ConvParams& p, ConstView4 x, ConstView4 w, const floa
     }
   }
   if (!direct_out) unpack_nhwc(yo, y, nthreads);
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -565,7 +625,7 @@ void matmul_small_m(const float* x, int64_t M, int64_t C, const float* w, int64_
   constexpr int64_t kRows = 256, kCols = 8 * VW;  // a block: kRows x kCols of w
   const int64_t rblocks = ceil_div(C, kRows), cblocks = ceil_div(O, kCols);
   const int64_t Opad = cblocks * kCols;
-  float* part = workspace().get(WS_AUX, rblocks * M * Opad);  // [rblock][m][Opad]
+  float* part = workspace().get(WS_AUX, {rblocks, M, Opad});  // [rblock][m][Opad]
   // A classifier head (e.g. 128 x 10) is a microsecond of work: waking a second thread
   // costs more (and, on a busy machine, a scheduler slice).
   const int threads = C * O < 32768 ? 1 : nthreads;
@@ -608,10 +668,7 @@ void matmul_small_m(const float* x, int64_t M, int64_t C, const float* w, int64_
 // ---------------------------------------------------------------------------------------
 void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float* bias, bool relu,
                     View4 y, int nthreads) {
-  if (winograd_applies(p)) {
-    conv2d_winograd(p, x, w, bias, relu, y, nthreads);
-    return;
-  }
+  if (winograd_applies(p) && conv2d_winograd(p, x, w, bias, relu, y, nthreads)) return;
   const int64_t M = p.N * p.OH * p.OW;
   if (M <= kSmallM && p.KH == 1 && p.KW == 1 && p.groups == 1 && p.stride_h == 1 &&
       p.stride_w == 1 && !(p.pad_t | p.pad_b | p.pad_l | p.pad_r) && is_dense_nhwc(x) &&
@@ -627,7 +684,7 @@ void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float
   // Input -> padded NHWC (skipped when the caller already hands us exactly that).
   const float* xp = x.data;
   if (p.pad_t || p.pad_b || p.pad_l || p.pad_r || !is_dense_nhwc(x)) {
-    float* buf = ws.get(WS_IN, p.N * Hp * Wp * p.C);
+    float* buf = ws.get(WS_IN, {p.N, Hp, Wp, p.C});
     pack_padded_nhwc(x, p.pad_t, p.pad_b, p.pad_l, p.pad_r, 1, p.C, buf, nthreads);
     xp = buf;
   }
@@ -640,23 +697,24 @@ void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float
   const bool hwio_in_place =
       G == 1 && p.O % tl.nt == 0 && w.sn == 1 && w.sc == p.O && (p.KW == 1 || w.sw == p.C * p.O) &&
       (p.KH == 1 || w.sh == p.KW * p.C * p.O) && (p.O == tl.nt || M <= 4 * tl.pmax);
-  const int64_t wtile = hwio_in_place ? tl.nt : T * Cg * tl.nt;  // between channel tiles
+  const int64_t wtile =  // between channel tiles
+      hwio_in_place ? tl.nt : checked_product({T, Cg, tl.nt}, "the packed weights");
   const int64_t w_row = hwio_in_place ? p.O : tl.nt;
   const int64_t w_tap = hwio_in_place ? p.C * p.O : Cg * tl.nt;
   const float* wp = w.data;
   if (!hwio_in_place) {
-    float* packed = ws.get(WS_W, G * tl.ntl * wtile);
+    float* packed = ws.get(WS_W, {G, tl.ntl, wtile});
     pack_weights(w, G, tl, false, packed, nthreads);
     wp = packed;
   }
   float* bp = nullptr;
   if (bias) {
-    bp = ws.get(WS_BIAS, G * tl.ntl * tl.nt);
+    bp = ws.get(WS_BIAS, {G, tl.ntl, tl.nt});
     for (int64_t g = 0; g < G; ++g)
       for (int64_t i = 0; i < tl.ntl * tl.nt; ++i)
         bp[g * tl.ntl * tl.nt + i] = i < Og ? bias[g * Og + i] : 0.f;
   }
-  int64_t* in_off = ws.get_index(2 * T);
+  int64_t* in_off = ws.get_index({2, T});
   int64_t* w_off = in_off + T;
   for (int64_t kh = 0; kh < p.KH; ++kh)
     for (int64_t kw = 0; kw < p.KW; ++kw) {
@@ -665,7 +723,7 @@ void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float
     }
 
   const bool direct_out = is_dense_nhwc(y);
-  float* yo = direct_out ? y.data : ws.get(WS_OUT, p.N * p.OH * p.OW * p.O);
+  float* yo = direct_out ? y.data : ws.get(WS_OUT, {p.N, p.OH, p.OW, p.O});
   // Tiles of pmax consecutive output pixels in (n, oh, ow) order, wrapping across rows and
   // images (the output is dense NHWC, so only the input side needs a per-pixel offset).
   const int64_t mtiles = ceil_div(M, tl.pmax);
@@ -688,7 +746,7 @@ void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float
   const int64_t tasks = G * tl.ntl * mchunks;
   const TileFn full = conv_tile_fn<true>(tl.nv, tl.pmax);
   // Under ~64 KFLOP (a small head or a tiny layer) one thread beats a fork and join.
-  const int threads = M * p.O * T * Cg < 32768 ? 1 : nthreads;
+  const int threads = static_cast<double>(M) * p.O * T * Cg < 32768 ? 1 : nthreads;
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t task = 0; task < tasks; ++task) {
     // chunk == 1: (g, ot, mt) with mt fastest; else (g, mc, ot) with ot fastest
@@ -769,17 +827,17 @@ void conv2d_backward_data(const ConvParams& p, ConstView4 gy, ConstView4 w, View
   const int64_t plo = std::max<int64_t>(0, -floor_div(p.pad_l - (p.KW - 1) * p.dil_w, sw));
   const int64_t phi = std::max<int64_t>(0, floor_div(p.W - 1 + p.pad_l, sw) - (p.OW - 1));
   const int64_t OWp = p.OW + plo + phi;
-  float* gyp = ws.get(WS_IN, p.N * p.OH * OWp * p.O);
+  float* gyp = ws.get(WS_IN, {p.N, p.OH, OWp, p.O});
   pack_padded_nhwc(gy, 0, 0, plo, phi, 1, p.O, gyp, nthreads);
   // Weights -> wT[g][tile][tap][o][NT]: lanes are input channels c.
-  const int64_t wtile = T * Og * tl.nt;
-  float* wt = ws.get(WS_W, G * tl.ntl * wtile);
+  const int64_t wtile = checked_product({T, Og, tl.nt}, "the packed weights");
+  float* wt = ws.get(WS_W, {G, tl.ntl, wtile});
   pack_weights(w, G, tl, true, wt, nthreads);
   const bool direct_out = is_dense_nhwc(gx);
-  float* gxo = direct_out ? gx.data : ws.get(WS_OUT, p.N * p.H * p.W * p.C);
+  float* gxo = direct_out ? gx.data : ws.get(WS_OUT, {p.N, p.H, p.W, p.C});
   const int64_t phases = std::min(sw, p.W);
   const int64_t tasks = G * tl.ntl * p.N * p.H;
-  int64_t* index = ws.get_index(nthreads * (2 * T + p.KH));
+  int64_t* index = ws.get_index({nthreads, 2 * T + p.KH});
 #pragma omp parallel num_threads(nthreads)
   {
     int64_t* in_off = index + omp_get_thread_num() * (2 * T + p.KH);
@@ -923,26 +981,31 @@ WgradFn wgrad_tile_fn(int nv, int i) {
 // microkernel's own shape. Tiles go in L2-sized blocks; the blocks are split into S parts
 // (S from the problem size, not the thread count) with private accumulators summed in part
 // order, so the result is the same for any number of threads.
-void wgrad_winograd(const ConvParams& p, const float* gyp, ConstView4 x, View4* gw,
+// Returns false, having computed nothing, when the values need the direct kernel (above).
+bool wgrad_winograd(const ConvParams& p, const float* gyp, ConstView4 x, View4* gw,
                     const Tiling& tl, int nthreads) {
   Workspace& ws = workspace();
   const int64_t C = p.C, O = p.O, Opad = tl.ntl * tl.nt;
   const int64_t th = ceil_div(p.OH, 2), tw = ceil_div(p.OW, 2);
   const int64_t Hp = 2 * th + 2, Wp = 2 * tw + 2;
-  float* xp = ws.get(WS_IN, p.N * Hp * Wp * C);
+  float* xp = ws.get(WS_IN, {p.N, Hp, Wp, C});
   pack_padded_nhwc(x, p.pad_t, Hp - p.H - p.pad_t, p.pad_l, Wp - p.W - p.pad_l, 1, C, xp, nthreads);
   const int64_t tiles = p.N * th * tw;
+  if (!winograd_values_ok(max_abs(xp, p.N * Hp * Wp * C, nthreads),
+                          max_abs(gyp, p.N * p.OH * p.OW * Opad, nthreads),
+                          36.0 * static_cast<double>(tiles)))
+    return false;
   // Tiles per block: V and Gt in about 768 KiB (each block's GEMMs read and write the whole
   // 16 x C x O accumulator once, so blocks must not be small).
   int64_t TB = (768 * 1024 / 4) / (16 * (C + Opad));
   TB = std::max<int64_t>(32, std::min<int64_t>(256, TB));
   const int64_t blocks = ceil_div(tiles, TB), S = std::min<int64_t>(blocks, 4);
   const int64_t acc_size = 16 * C * Opad, vsize = 16 * TB * C, gsize = 16 * TB * Opad;
-  float* acc = ws.get(WS_W, S * acc_size);
+  float* acc = ws.get(WS_W, {S, 16, C, Opad});
   std::memset(acc, 0, sizeof(float) * S * acc_size);
-  float* scratch = ws.get(WS_OUT, nthreads * (vsize + gsize));
+  float* scratch = ws.get(WS_OUT, {nthreads, 16 * TB, C + Opad});
   const int64_t IB = wgrad_rows_for(tl.nv);
-  int64_t* xoff = ws.get_index(C);
+  int64_t* xoff = ws.get_index({C});
   for (int64_t c = 0; c < C; ++c) xoff[c] = c;
   const vf half = vset1(0.5f), neg = vset1(-1.f);
 
@@ -1033,6 +1096,7 @@ void wgrad_winograd(const ConvParams& p, const float* gyp, ConstView4 x, View4* 
       }
     }
   }
+  return true;
 }
 
 void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, View4* gw,
@@ -1043,7 +1107,7 @@ void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, Vi
   const int64_t Og_pad = tl.ntl * tl.nt, Gp = G * Og_pad;
   // gy -> dense NHWC with each group's channels padded to whole tiles (the microkernel
   // loads full vectors).
-  float* gyp = ws.get(WS_AUX, p.N * p.OH * p.OW * Gp);
+  float* gyp = ws.get(WS_AUX, {p.N, p.OH, p.OW, G, Og_pad});
   pack_padded_nhwc(gy, 0, 0, 0, 0, G, Og_pad, gyp, nthreads);
 
   if (gbias) {
@@ -1052,7 +1116,7 @@ void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, Vi
     // result does not depend on the thread count.
     const int64_t pixels = p.N * p.OH * p.OW, block = 512;
     const int64_t nblocks = (pixels + block - 1) / block;
-    double* part = reinterpret_cast<double*>(ws.get(WS_BIAS, 2 * nblocks * Gp));
+    double* part = reinterpret_cast<double*>(ws.get(WS_BIAS, {2, nblocks, Gp}));
 #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int64_t b = 0; b < nblocks; ++b) {
       double* acc = part + b * Gp;
@@ -1071,15 +1135,12 @@ void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, Vi
     }
   }
   if (!gw) return;
-  if (winograd_applies(p)) {
-    wgrad_winograd(p, gyp, x, gw, tl, nthreads);
-    return;
-  }
+  if (winograd_applies(p) && wgrad_winograd(p, gyp, x, gw, tl, nthreads)) return;
 
   const int64_t Hp = p.H + p.pad_t + p.pad_b, Wp = p.W + p.pad_l + p.pad_r;
   const float* xp = x.data;
   if (p.pad_t || p.pad_b || p.pad_l || p.pad_r || !is_dense_nhwc(x)) {
-    float* buf = ws.get(WS_IN, p.N * Hp * Wp * p.C);
+    float* buf = ws.get(WS_IN, {p.N, Hp, Wp, p.C});
     pack_padded_nhwc(x, p.pad_t, p.pad_b, p.pad_l, p.pad_r, 1, p.C, buf, nthreads);
     xp = buf;
   }
@@ -1089,7 +1150,7 @@ void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, Vi
   const int64_t kb_per_tap = ceil_div(Cg, IB);
   const int64_t nkb = contig ? T * kb_per_tap : ceil_div(K, IB);
   // Per k: its offset in x_pad (tap + channel) and in the gw view (c, kh, kw).
-  int64_t* xoff = ws.get_index(2 * K);
+  int64_t* xoff = ws.get_index({2, K});
   int64_t* gwoff = xoff + K;
   for (int64_t k = 0; k < K; ++k) {
     const int64_t t = k / Cg, c = k % Cg, kh = t / p.KW, kw = t % p.KW;
@@ -1100,7 +1161,7 @@ void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, Vi
   const int64_t rows = p.N * p.OH;
   const int64_t S = tiles >= 16 ? 1 : std::min<int64_t>(rows, ceil_div(16, tiles));
   const int64_t part = G * K * Og_pad;  // accumulator [g][k][Og_pad], one per pixel part
-  float* dw = ws.get(WS_W, S * part);
+  float* dw = ws.get(WS_W, {S, G, K, Og_pad});
   std::memset(dw, 0, sizeof(float) * S * part);
 
   // A chunk's x rows (for all taps: about stride_h rows of padded input per output row) and
@@ -1202,14 +1263,38 @@ void for_channel_blocks(const PoolParams& p, int nthreads, Body body) {
   }
 }
 
+// Average pooling: a float sum stops growing once it is 2**24 times its terms (a global
+// average of 8192x8192 ones came out as 0.25), and its rounding error grows with the count.
+// Windows of at most kFloatSumMax cells (every pooling layer's; error at most that many ulps,
+// as in a convolution's float sums) sum in float vectors; larger ones (global averages of
+// big maps) in double. Each output is one thread's sum of its window in a fixed order
+// (vectorized across channels only), so the result is the same for any thread count and on
+// every ISA.
+constexpr int64_t kFloatSumMax = 256;
+constexpr int64_t kAvgBlock = 64;  // channels summed side by side in double
+
 // Forward max / average over one output row of a channels-contiguous view: y[c] for all
-// channels, a vector of VW channels at a time.
+// channels, a vector of VW channels at a time (kAvgBlock for double sums).
 template <bool MAX>
 void pool_row_nhwc(const PoolParams& p, ConstView4 x, View4 y, int64_t n, int64_t oh) {
   for (int64_t ow = 0; ow < p.OW; ++ow) {
     const Window win = window(p, oh, ow);
-    const float scale = MAX ? 1.f : 1.f / static_cast<float>(avg_divisor(p, oh, ow));
     float* out = &y.at(n, 0, oh, ow);
+    if (!MAX && (win.h1 - win.h0) * (win.w1 - win.w0) > kFloatSumMax) {
+      const double divisor = static_cast<double>(avg_divisor(p, oh, ow));
+      for (int64_t c0 = 0; c0 < p.C; c0 += kAvgBlock) {
+        const int64_t nc = std::min(kAvgBlock, p.C - c0);
+        double acc[kAvgBlock] = {};
+        for (int64_t h = win.h0; h < win.h1; ++h)
+          for (int64_t w = win.w0; w < win.w1; ++w) {
+            const float* src = x.ptr(n, c0, h, w);  // channels contiguous
+            for (int64_t c = 0; c < nc; ++c) acc[c] += src[c];
+          }
+        for (int64_t c = 0; c < nc; ++c) out[c0 + c] = static_cast<float>(acc[c] / divisor);
+      }
+      continue;
+    }
+    const float scale = MAX ? 1.f : 1.f / static_cast<float>(avg_divisor(p, oh, ow));
     int64_t c = 0;
     for (; c + VW <= p.C; c += VW) {
       vf acc = vset1(MAX ? -std::numeric_limits<float>::infinity() : 0.f);
@@ -1226,7 +1311,7 @@ void pool_row_nhwc(const PoolParams& p, ConstView4 x, View4 y, int64_t n, int64_
         for (int64_t w = win.w0; w < win.w1; ++w) {
           const float v = x.at(n, c, h, w);
           if (MAX) {
-            if (v > acc || std::isnan(v)) acc = v;
+            if (v > acc || std::isnan(v)) acc = v;  // NaN propagates, as in PyTorch
           } else {
             acc += v;
           }
@@ -1242,6 +1327,13 @@ void pool_plane(const PoolParams& p, ConstView4 x, View4 y, int64_t n, int64_t c
   for (int64_t oh = 0; oh < p.OH; ++oh)
     for (int64_t ow = 0; ow < p.OW; ++ow) {
       const Window win = window(p, oh, ow);
+      if (!MAX && (win.h1 - win.h0) * (win.w1 - win.w0) > kFloatSumMax) {
+        double acc = 0.0;
+        for (int64_t h = win.h0; h < win.h1; ++h)
+          for (int64_t w = win.w0; w < win.w1; ++w) acc += x.at(n, c, h, w);
+        y.at(n, c, oh, ow) = static_cast<float>(acc / static_cast<double>(avg_divisor(p, oh, ow)));
+        continue;
+      }
       float acc = MAX ? -std::numeric_limits<float>::infinity() : 0.f;
       for (int64_t h = win.h0; h < win.h1; ++h)
         for (int64_t w = win.w0; w < win.w1; ++w) {
@@ -1375,7 +1467,7 @@ void avg_pool2d_backward(const PoolParams& p, ConstView4 gy, View4 gx, int nthre
     for (int64_t oh = 0; oh < p.OH; ++oh)
       for (int64_t ow = 0; ow < p.OW; ++ow) {
         const Window win = window(p, oh, ow);
-        const float inv = 1.f / static_cast<float>(avg_divisor(p, oh, ow));
+        const auto inv = static_cast<float>(1.0 / static_cast<double>(avg_divisor(p, oh, ow)));
         for (int64_t h = win.h0; h < win.h1; ++h)
           for (int64_t w = win.w0; w < win.w1; ++w)
             for (int64_t c = c0; c < c1; ++c) gx.at(n, c, h, w) += gy.at(n, c, oh, ow) * inv;
@@ -1413,9 +1505,9 @@ double peak_gflops(double seconds) {
 
 // ---------------------------------------------------------------------------------------
 // Batch normalization over rows: x is M rows of C contiguous channels (NHWC flattened, or a
-// Dense layer's (N, units)). Per-channel sums run in fixed blocks of rows, float inside a
-// block and float64 across blocks in block order, so results do not depend on the thread
-// count; the inner loops run over channels and vectorize.
+// Dense layer's (N, units)). Per-channel sums run in float64 (a float32 sum of 256 values of
+// 1e37 overflows) in fixed blocks of rows added in block order, so results do not depend
+// on the thread count; the inner loops run over channels and vectorize.
 // ---------------------------------------------------------------------------------------
 
 constexpr int64_t kRowBlock = 256;
@@ -1425,11 +1517,11 @@ constexpr int64_t kRowBlock = 256;
 template <int S, class AddRow>
 void column_sums(int64_t M, int64_t C, double* out, AddRow add_row, int nthreads) {
   const int64_t nblocks = std::max<int64_t>(1, ceil_div(M, kRowBlock));
-  float* part = workspace().get(WS_AUX, nblocks * S * C);
+  auto* part = reinterpret_cast<double*>(workspace().get(WS_AUX, {nblocks, 2 * S, C}));
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t b = 0; b < nblocks; ++b) {
-    float* acc = part + b * S * C;
-    for (int64_t k = 0; k < S * C; ++k) acc[k] = 0.f;
+    double* acc = part + b * S * C;
+    for (int64_t k = 0; k < S * C; ++k) acc[k] = 0.0;
     const int64_t end = std::min(M, (b + 1) * kRowBlock);
     for (int64_t i = b * kRowBlock; i < end; ++i) add_row(i, acc);
   }
@@ -1458,7 +1550,7 @@ void batchnorm_forward(const float* x, int64_t M, int64_t C, const float* gamma,
   std::vector<double> s(static_cast<size_t>(C));
   column_sums<1>(
       M, C, s.data(),
-      [&](int64_t i, float* acc) {
+      [&](int64_t i, double* acc) {
         const float* xr = x + i * C;
         for (int64_t c = 0; c < C; ++c) acc[c] += xr[c];
       },
@@ -1466,18 +1558,19 @@ void batchnorm_forward(const float* x, int64_t M, int64_t C, const float* gamma,
   for (int64_t c = 0; c < C; ++c) mean[c] = static_cast<float>(s[c] / static_cast<double>(M));
   column_sums<1>(
       M, C, s.data(),
-      [&](int64_t i, float* acc) {
+      [&](int64_t i, double* acc) {
         const float* xr = x + i * C;
         for (int64_t c = 0; c < C; ++c) {
-          const float d = xr[c] - mean[c];
+          const double d = static_cast<double>(xr[c]) - mean[c];
           acc[c] += d * d;
         }
       },
       nthreads);
   std::vector<float> scale(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
   for (int64_t c = 0; c < C; ++c) {
-    var[c] = static_cast<float>(s[c] / static_cast<double>(M));
-    const double inv = 1.0 / std::sqrt(static_cast<double>(var[c]) + eps);
+    const double v = s[c] / static_cast<double>(M);  // may exceed float32 (var is then inf)
+    var[c] = static_cast<float>(v);
+    const double inv = 1.0 / std::sqrt(v + eps);
     scale[c] = static_cast<float>((gamma ? gamma[c] : 1.f) * inv);
     shift[c] = (beta ? beta[c] : 0.f) - mean[c] * scale[c];
   }
@@ -1497,7 +1590,7 @@ void batchnorm_backward(const float* dy, const float* x, int64_t M, int64_t C, c
   std::vector<double> s(static_cast<size_t>(2 * C));
   column_sums<2>(
       M, C, s.data(),
-      [&](int64_t i, float* acc) {
+      [&](int64_t i, double* acc) {
         const float* g = dy + i * C;
         const float* xr = x + i * C;
         for (int64_t c = 0; c < C; ++c) {
@@ -1655,6 +1748,7 @@ void adam_update(float* w, const float* g, float* m, float* v, float* vhat, int6
 }
 
 void release_workspace() { workspace().release(); }
+int64_t workspace_bytes() { return workspace().bytes(); }
 
 }  // namespace
 
@@ -1679,6 +1773,7 @@ const KernelTable table = {
     &adam_update,
     &peak_gflops,
     &release_workspace,
+    &workspace_bytes,
 };
 
 }  // namespace PYCONV_ISA_NAME

@@ -40,17 +40,26 @@ def set_isa(name: str) -> None:
 
 
 def get_num_threads() -> int:
-    """Number of OpenMP threads each op uses (defaults to the number of cores)."""
+    """Number of OpenMP threads each op uses (defaults to the number of cores, or as many of
+    them as can start; 1 in a child process forked after ops ran on several threads)."""
     return _core.get_num_threads()
 
 
 # OpenMP starts every thread asked for, and a failed thread start ends the process: far more
-# threads than any machine has cores is refused instead.
+# threads than any machine has cores is refused outright, and a count below that is first
+# tried by the core (it starts and ends that many threads) before any op uses it.
 MAX_THREADS = 1024
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads (1 to MAX_THREADS = 1024) in every following op (from the next call)."""
+    """Use ``n`` threads (1 to MAX_THREADS = 1024) in every following op (from the next call).
+
+    Raises RuntimeError, keeping the previous count, when ``n`` threads cannot start (a
+    memory or process limit), and for ``n > 1`` in a child process forked after ops ran on
+    several threads: the OpenMP runtime cannot start threads again there, so such a child
+    runs every op on one thread (use the "spawn" or "forkserver" multiprocessing start method
+    for threaded workers).
+    """
     n = _as_int(n, "num_threads")
     if n < 1:
         raise ValueError(f"num_threads must be >= 1, got {n}")
@@ -59,10 +68,32 @@ def set_num_threads(n: int) -> None:
     _core.set_num_threads(n)
 
 
+def _check_default_threads() -> None:
+    """The default thread count is tried at import; say so when fewer threads could start."""
+    requested, got = _core.default_num_threads_requested(), _core.get_num_threads()
+    if got < requested:
+        import warnings
+
+        warnings.warn(
+            f"pyconv: {requested} threads could not start (a memory or process limit?); "
+            f"using {got}. pyconv.set_num_threads(n) chooses another count.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+_check_default_threads()
+
+
 def set_conv_algorithm(name: str) -> None:
     """How 3x3 stride-1 convolutions run: "auto" (default: Winograd F(2x2, 3x3) where it
     measured faster, from 32 to 128 channels), "direct" or "winograd" (wherever it applies),
-    e.g. to compare them or to get the direct kernel's rounding."""
+    e.g. to compare them or to get the direct kernel's rounding.
+
+    Either way, a call whose input, weights or gradient hold NaN, infinity or values large
+    enough that Winograd's transforms could overflow float32 (where the direct kernel would
+    not) runs on the direct kernel, so such values never give algorithm-dependent results.
+    """
     if not isinstance(name, str):
         raise TypeError(f"algorithm name must be a str, got {type(name).__name__}")
     _core.set_conv_algorithm(name)
@@ -123,8 +154,10 @@ from . import (  # noqa: E402
     layers,
     losses,
     metrics,
+    models,
     optimizers,
     regularizers,
+    utils,
     zoo,
 )
 from .layers import *  # noqa: E402, F403  (Keras-style: pyconv.Conv2D as well as pyconv.layers.Conv2D)
@@ -158,11 +191,13 @@ __all__ = [
     "load_model",
     "losses",
     "metrics",
+    "models",
     "optimizers",
     "regularizers",
     "set_isa",
     "set_num_threads",
     "set_random_seed",
+    "utils",
     *layers.__all__,
 ]
 

@@ -41,6 +41,47 @@ def check_size(count: int, what: str) -> None:
         )
 
 
+def available_memory() -> int | None:
+    """Bytes the system can hand out now without swapping (Linux's MemAvailable), read afresh
+    on each call (about 30 us); None where /proc/meminfo is not there."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+# Ops whose buffers together need less than this are not checked against the available
+# memory: for them the 30 us read would cost more than it could save.
+CHECK_MEMORY_FROM = 64 * 2**20
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """Raise MemoryError if an op's new buffers, ``nbytes`` together, exceed the memory
+    available now.
+
+    Linux overcommits: the allocations themselves would succeed, and the first touch of
+    pages that are not there gets the process killed. Idle cached op outputs and this
+    thread's kernel workspaces count as available, since the op reuses them.
+    """
+    if nbytes < CHECK_MEMORY_FROM:
+        return
+    available = available_memory()
+    if available is None:
+        return
+    from . import _core
+
+    available += _core.buffer_cache_bytes() + _core.workspace_bytes()
+    if nbytes > available:
+        raise MemoryError(
+            f"{what} needs {_gib(nbytes)} of buffers together, more than the {_gib(available)} "
+            f"of memory available now"
+        )
+
+
 def size_of(shape) -> int:
     return math.prod(int(d) for d in shape)
 

@@ -14,8 +14,10 @@ import numpy as np
 
 from . import _core
 from ._shapes import (
+    CHECK_MEMORY_FROM,
     MEMORY_BYTES,
     as_int,
+    check_memory,
     check_size,
     conv_output_size,
     flag,
@@ -23,6 +25,7 @@ from ._shapes import (
     pool_output_size,
     real,
     resolve_padding,
+    size_of,
 )
 
 __all__ = [
@@ -76,6 +79,8 @@ def _float32(a, name: str) -> np.ndarray:
     # it, could never be made.
     if arr.size * 4 > MEMORY_BYTES:
         check_size(arr.size, f"{name} of shape {arr.shape}")
+    if arr.dtype != _FLOAT32 and arr.size * 4 >= CHECK_MEMORY_FROM:
+        check_memory(arr.size * 4, f"the float32 copy of {name} (shape {arr.shape})")
     arr = arr.astype(np.float32, copy=False)
     if any(s % arr.itemsize for s in arr.strides) or not arr.flags.aligned:
         # the core reads whole, aligned floats (ascontiguousarray would hand back a
@@ -121,6 +126,9 @@ def _aligned_empty(shape) -> np.ndarray:
     # (Sizes beyond the RAM are refused before: each output is the size of an input, or of
     # a conv2d output that _ConvGeometry checked.)
     shape = [int(d) for d in shape]
+    nbytes = 4 * size_of(shape)
+    if nbytes >= CHECK_MEMORY_FROM:
+        check_memory(nbytes, f"an output of shape {tuple(shape)}")
     try:
         return _core.empty(shape)
     except MemoryError:
@@ -220,6 +228,21 @@ class _ConvGeometry:
             f"the output of shape {self.out_shape} NCHW (x shape {tuple(xshape)}, w shape "
             f"{tuple(wshape)}, padding={padding!r})",
         )
+        # Bytes of the buffers a call allocates together (outputs and the core's workspaces;
+        # an upper bound), by data format: the kernels compute NHWC and unpack NCHW results
+        # from a workspace of the output's size. Checked against the memory available at
+        # each call (check_memory).
+        padded = n * c * (h + t + b) * (w + l + r)
+        size_in, size_out, size_w = n * c * h * w, n * o * oh * ow, o * cg * kh * kw
+        unpack = {"NCHW": 1, "NHWC": 0}
+        self.forward_bytes = {
+            fmt: 4 * (padded + size_out * (1 + extra) + 2 * size_w) for fmt, extra in unpack.items()
+        }
+        self.backward_bytes = {
+            fmt: 4 * (2 * padded + 2 * size_out + size_in * (1 + extra) + 4 * size_w)
+            for fmt, extra in unpack.items()
+        }
+        self.what = f"(x shape {tuple(xshape)} NCHW, w shape {tuple(wshape)}, padding={padding!r})"
 
     def args(self):
         return (*self.stride, *self.pads, *self.dilation, self.groups)
@@ -262,6 +285,8 @@ def conv2d(
         if b.shape != (wv.shape[0],):
             raise ValueError(f"bias must have shape ({wv.shape[0]},), got {b.shape}")
         b = np.ascontiguousarray(b)
+    if geo.forward_bytes[fmt] >= CHECK_MEMORY_FROM:
+        check_memory(geo.forward_bytes[fmt], f"conv2d {geo.what}")
     y, yv = _empty(fmt, *geo.out_shape)
     try:
         _core.conv2d_forward(xv, wv, b, yv, *geo.args(), activation == "relu")
@@ -299,6 +324,8 @@ def conv2d_backward(
     geo = _geometry(_ConvGeometry, (xv.shape, wv.shape), stride, padding, dilation, groups)
     _, gyv = _activation(grad_out, "grad_out", fmt)
     _check_shape(gyv, geo.out_shape, "grad_out", fmt)
+    if geo.backward_bytes[fmt] >= CHECK_MEMORY_FROM:
+        check_memory(geo.backward_bytes[fmt], f"conv2d_backward {geo.what}")
     gx = gw = gb = None
     if grad_input:
         gx, gxv = _empty(fmt, *xv.shape)
