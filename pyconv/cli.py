@@ -343,7 +343,10 @@ def _train(args) -> int:
     recipe = zoo.RECIPES[args.model]
     paths = _train_paths(args)
     if args.threads:
-        pyconv.set_num_threads(args.threads)
+        try:
+            pyconv.set_num_threads(args.threads)
+        except RuntimeError as err:  # the threads cannot start here (a memory/process limit)
+            raise UsageError(f"--threads {args.threads}: {err}") from None
     model, run = _resume(args, recipe, paths) if args.resume else (None, _new_run(args, recipe))
     pyconv.set_random_seed(run["seed"])
     (xtr, ytr), (xte, yte) = _load_data(run["dataset"], args.data_dir, recipe.flatten_input)

@@ -3,8 +3,10 @@
 Each ``load_*`` returns ``(x_train, y_train), (x_test, y_test)``: uint8 images (N, H, W, C)
 and uint8 labels; ``CLASS_NAMES[name]`` lists the class names.
 
-Where the files are looked for, in order: ``data_dir`` (the folder itself, or its
-``<dataset>/`` subfolder), ``$PYCONV_DATA`` (same two), the user cache
+Where the files are looked for: ``data_dir`` alone when it is given (the folder itself, or its
+``<dataset>/`` subfolder; nothing else is searched then, and downloads go there); otherwise,
+in order,
+``$PYCONV_DATA`` (same two), the user cache
 (``$XDG_CACHE_HOME/pyconv/<dataset>``, default ``~/.cache/pyconv/<dataset>``), and for
 Fashion-MNIST Debian's ``dataset-fashion-mnist`` package (``/usr/share/datasets/fashion-mnist``).
 When none has them and ``download=True`` (the default), they are downloaded into the cache from
@@ -289,14 +291,19 @@ def cache_dir() -> Path:
 
 
 def _candidates(name: str, data_dir) -> list[Path]:
+    """The folders searched, in order. A ``data_dir`` given by the caller is the only place
+    looked at: files found elsewhere would silently stand in for the ones the caller named."""
+    roots = [data_dir] if data_dir is not None else [os.environ.get("PYCONV_DATA") or None]
     out = []
-    for root in (data_dir, os.environ.get("PYCONV_DATA") or None):
+    for root in roots:
         if root is not None:
             root = Path(root)
             out += [root, root / name]
             if name == "cifar10":
                 out.append(root / "cifar-10-batches-bin")
                 out.append(root / "cifar-10-batches-py")
+    if data_dir is not None:
+        return out
     out.append(cache_dir() / name)
     if name == "fashion_mnist":
         out.append(_DEBIAN_FASHION)
@@ -337,9 +344,13 @@ def _mirrors(name: str) -> list[str]:
     return _SOURCES[name]
 
 
-def _fetch(name: str, files, verify) -> Path:
-    """Download ``files`` of data set ``name`` into the cache, verifying each; return the dir."""
-    target = cache_dir() / name
+def _download_dir(name: str, data_dir) -> Path:
+    """Where downloads go: the caller's ``data_dir`` (as torchvision's ``root``), else the cache."""
+    return Path(data_dir) if data_dir is not None else cache_dir() / name
+
+
+def _fetch(name: str, files, verify, target: Path) -> Path:
+    """Download ``files`` of data set ``name`` into ``target``, verifying each; return it."""
     errors = []
     for base in _mirrors(name):
         try:
@@ -391,7 +402,7 @@ def _locate(name, files, data_dir, download, verify, option_name, fetch_files=No
     if not download:
         raise _not_found(name, files, data_dir, option_name=option_name)
     try:
-        return _fetch(name, fetch_files or files, verify)
+        return _fetch(name, fetch_files or files, verify, _download_dir(name, data_dir))
     except DatasetError as e:
         why = f"\nAutomatic download failed: {e}"
         raise _not_found(name, files, data_dir, why, option_name) from None
@@ -480,9 +491,9 @@ def load_cifar10(data_dir=None, download=True, *, subset=None, option_name="data
 
 
 def _fetch_cifar(data_dir, verify, option_name="data_dir") -> Path:
-    target = cache_dir() / "cifar10"
+    target = _download_dir("cifar10", data_dir)
     try:
-        tar_dir = _fetch("cifar10", [_CIFAR_TARBALL], verify)
+        tar_dir = _fetch("cifar10", [_CIFAR_TARBALL], verify, target)
         with tarfile.open(tar_dir / _CIFAR_TARBALL) as tf:
             for member in tf.getmembers():
                 base = os.path.basename(member.name)

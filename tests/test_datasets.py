@@ -160,8 +160,9 @@ def test_download_from_a_mirror_is_verified_and_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("PYCONV_DATA_MIRROR", mirror.as_uri())
     (xtr, _), _ = datasets.load_mnist(tmp_path / "empty")
     assert xtr.shape[0] == 60000
-    cached = tmp_path / "cache" / "pyconv" / "mnist"
+    cached = tmp_path / "empty"  # a data_dir given is where the download goes
     assert sorted(p.name for p in cached.iterdir()) == sorted(datasets._IDX_FILES)
+    assert not (tmp_path / "cache").exists()
     shutil.rmtree(mirror)  # second load: from the cache, no network
     assert datasets.load_mnist(tmp_path / "empty")[0][0].shape[0] == 60000
 
@@ -174,7 +175,7 @@ def test_a_bad_download_is_rejected_and_not_kept(tmp_path, monkeypatch):
     monkeypatch.setenv("PYCONV_DATA_MIRROR", mirror.as_uri())
     with pytest.raises(DatasetError, match="download failed"):
         datasets.load_mnist(tmp_path / "empty")
-    assert not (tmp_path / "cache" / "pyconv" / "mnist" / "train-labels-idx1-ubyte.gz").exists()
+    assert not (tmp_path / "empty" / "train-labels-idx1-ubyte.gz").exists()
 
 
 def test_no_network_gives_a_clear_error(tmp_path, monkeypatch):
@@ -316,7 +317,7 @@ def test_cifar10_download_extracts_and_verifies_the_batches(tmp_path, monkeypatc
         for f in datasets._CIFAR_BIN:
             tf.add(cifar_dir() / f, arcname=f"cifar-10-batches-bin/{f}")
     monkeypatch.setenv("PYCONV_DATA_MIRROR", (tmp_path / "mirror").as_uri())
-    (xtr, ytr), (xte, yte) = datasets.load_cifar10(tmp_path / "nothing-here")
+    (xtr, ytr), (xte, yte) = datasets.load_cifar10()  # no data_dir: into the cache
     assert xtr.shape == (50000, 32, 32, 3) and yte.shape == (10000,)
     cached = tmp_path / "cache" / "pyconv" / "cifar10"
     assert sorted(p.name for p in cached.iterdir()) == sorted(
@@ -330,7 +331,7 @@ def test_an_oversized_download_is_refused_and_not_kept(tmp_path, monkeypatch):
     monkeypatch.setenv("PYCONV_DATA_MIRROR", mirror.as_uri())
     monkeypatch.setattr(datasets, "_MAX_DOWNLOAD_BYTES", 100_000)  # train images are 9.9 MB
     with pytest.raises(DatasetError, match="train-images-idx3-ubyte.gz: more than 100,000 bytes"):
-        datasets.load_mnist(tmp_path / "empty", subset="train")
+        datasets.load_mnist(subset="train")
     cached = tmp_path / "cache" / "pyconv" / "mnist"
     assert not any(p.name.startswith(".train-images") for p in cached.iterdir())
     assert not (cached / "train-images-idx3-ubyte.gz").exists()
@@ -346,3 +347,18 @@ def test_special_files_are_refused(tmp_path):
         datasets.read_cifar_bin("/dev/zero")
     with pytest.raises(DatasetError, match="labels.idx: not a regular file"):
         datasets.read_cifar_pickle(fifo)  # (opening a FIFO blocks)
+
+
+def test_a_given_data_dir_is_the_only_place_searched(tmp_path, monkeypatch):
+    """Files elsewhere (PYCONV_DATA, the cache, Debian's Fashion-MNIST) must not silently
+    stand in for the folder the caller named."""
+    good = data_dir("mnist")
+    monkeypatch.setenv("PYCONV_DATA", str(good.parent))
+    monkeypatch.setenv("PYCONV_DATA_MIRROR", "http://127.0.0.1:9")
+    with pytest.raises(DatasetError, match=str(tmp_path / "empty")):
+        datasets.load_mnist(tmp_path / "empty", subset="test")
+    for name in ("mnist", "fashion_mnist", "cifar10"):  # nothing to download from: not found
+        with pytest.raises(DatasetError, match="not found"):
+            datasets.load(name, tmp_path / "empty", download=True)
+    x, y = datasets.load_mnist(subset="test")  # without data_dir: PYCONV_DATA
+    assert x.shape == (10000, 28, 28, 1) and len(y) == 10000
