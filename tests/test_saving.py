@@ -294,9 +294,13 @@ def test_a_killed_writers_temp_file_is_removed_by_the_next_save(tmp_path):
 
     path = tmp_path / "big.pyconv"
     for _ in range(20):  # retry the rare kill that lands between two saves
-        proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)])
+        # (run outside the checkout, so the child imports the installed pyconv)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILLED_WRITER, str(path)], cwd=tmp_path, stderr=subprocess.PIPE
+        )
         deadline = time.monotonic() + 60
         while not temp_files(tmp_path) and time.monotonic() < deadline:
+            assert proc.poll() is None, f"the writer died: {proc.stderr.read().decode()}"
             time.sleep(0.002)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -316,8 +320,8 @@ def test_a_live_writers_temp_file_is_left_alone(tmp_path):
     from pyconv import saving
 
     path = tmp_path / "m.pyconv"
-    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], cwd=tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"], cwd=tmp_path)
     dead.wait()
     try:
         prefix = saving._temp_prefix(path.name)
