@@ -50,10 +50,10 @@ def main(argv=None):
         for layer in layers:
             h, ctx = timed(f"{layer.name} fwd", layer.forward, h, True)
             tape.append(TapeEntry(layer, ctx))
-        _, dy, fused = timed("loss", model._loss_and_grad, y, h, tape, None)
+        # the loss marks the last ctx when it folds the softmax into its gradient
+        _, dy = timed("loss", model._loss_and_grad, y, h, tape, None)
         for i in range(len(tape) - 1, -1, -1):
-            last = fused and i == len(tape) - 1
-            dy = timed(f"{tape[i].layer.name} bwd", backprop_layer, tape[i], dy, i > 0, last)
+            dy = timed(f"{tape[i].layer.name} bwd", backprop_layer, tape[i], dy, i > 0)
         variables = model.trainable_weights
         timed("optimizer", opt.apply, variables)
         for v in variables:

@@ -182,12 +182,7 @@ def get(identifier) -> Activation:
     """An Activation from None, a name ("relu"), a config dict or an Activation."""
     if identifier is None:
         return Linear()
-    if isinstance(identifier, Activation):
-        return identifier
-    found = from_registry(identifier, _BY_NAME, _BY_NAME, "activation", key="name")
-    if found is not None:
-        return found
-    raise ValueError(f"unknown activation {identifier!r}; use one of {', '.join(sorted(_BY_NAME))}")
+    return from_registry(identifier, Activation, _BY_NAME, _BY_NAME, "activation", key="name")
 
 
 def serialize(act: Activation):

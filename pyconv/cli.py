@@ -279,7 +279,7 @@ def _write_log(path, history: dict) -> None:
 def _train_callbacks(recipe, run, paths):
     """LR schedule; at each epoch's end the checkpoint (model + optimizer + run record)."""
     from . import callbacks as cbks
-    from . import optimizers
+    from .utils import hold_interrupts
 
     class EpochEnd(cbks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -290,7 +290,7 @@ def _train_callbacks(recipe, run, paths):
             history = {k: [*run["history"].get(k, []), float(v)] for k, v in logs.items()}
             # Ctrl-C waits until the checkpoint and the log both hold this epoch, and the run
             # record says so only then: what the interrupt message reports is on disk.
-            with optimizers.hold_interrupts():
+            with hold_interrupts():
                 self.model.metadata = {**run, "history": history, "epoch": epoch + 1}
                 self.model.save(paths.checkpoint)
                 _write_log(paths.log, history)
@@ -438,11 +438,9 @@ def _evaluate(args) -> int:
 
 
 def _pil():
-    try:
-        from PIL import Image
-    except ImportError:
-        raise ImportError("reading images needs Pillow: pip install 'pyconv[viz]'") from None
-    return Image
+    from .utils import optional_module
+
+    return optional_module("PIL.Image", "reading images needs Pillow", "viz")
 
 
 def _unreadable(path, err: BaseException) -> ValueError:

@@ -15,7 +15,6 @@ import numpy as np
 from . import _core
 from ._shapes import (
     CHECK_MEMORY_FROM,
-    MEMORY_BYTES,
     as_int,
     check_memory,
     check_size,
@@ -27,6 +26,7 @@ from ._shapes import (
     resolve_padding,
     size_of,
 )
+from .utils import as_float32
 
 __all__ = [
     "conv2d",
@@ -58,40 +58,9 @@ def _data_format(data_format) -> str:
     return _FORMATS[data_format.upper()]
 
 
-_FLOAT32 = np.dtype(np.float32)
-
-
-def _float32(a, name: str) -> np.ndarray:
-    """Any real numeric array-like -> float32 ndarray (views kept when already float32)."""
-    if type(a) is np.ndarray and a.dtype == _FLOAT32:
-        flags = a.flags
-        if flags.c_contiguous and flags.aligned:
-            return a  # the common case, checked first: a layer's calls are ~2 us of Python each
-    if a is None or isinstance(a, (str, bytes, dict, set)):
-        raise TypeError(f"{name} must be an array, got {type(a).__name__}")
-    try:
-        arr = np.asarray(a)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{name} must be an array of numbers: {e}") from None
-    if arr.dtype.kind not in "biuf":  # not complex, object, str, datetime/timedelta, records
-        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    # A (broadcast) view larger than the RAM: the copy below, or the core's packed copy of
-    # it, could never be made.
-    if arr.size * 4 > MEMORY_BYTES:
-        check_size(arr.size, f"{name} of shape {arr.shape}")
-    if arr.dtype != _FLOAT32 and arr.size * 4 >= CHECK_MEMORY_FROM:
-        check_memory(arr.size * 4, f"the float32 copy of {name} (shape {arr.shape})")
-    arr = arr.astype(np.float32, copy=False)
-    if any(s % arr.itemsize for s in arr.strides) or not arr.flags.aligned:
-        # the core reads whole, aligned floats (ascontiguousarray would hand back a
-        # contiguous but misaligned array as it is)
-        arr = np.array(arr, order="C", copy=True)
-    return arr
-
-
 def _activation(a, name: str, fmt: str) -> tuple[np.ndarray, np.ndarray]:
     """Return (array, logical NCHW view of it)."""
-    arr = _float32(a, name)
+    arr = as_float32(a, name)
     if arr.ndim != 4:
         raise ValueError(f"{name} must be 4-D {_AXES[fmt]}, got shape {arr.shape}")
     if arr.size == 0:
@@ -104,7 +73,7 @@ def _weight(w, weight_format) -> np.ndarray:
     if not isinstance(weight_format, str) or weight_format.upper() not in ("OIHW", "HWIO"):
         raise ValueError(f"weight_format must be 'OIHW' or 'HWIO', got {weight_format!r}")
     wf = weight_format.upper()
-    arr = _float32(w, "w")
+    arr = as_float32(w, "w")
     axes = "(O, C/groups, KH, KW)" if wf == "OIHW" else "(KH, KW, C/groups, O)"
     if arr.ndim != 4:
         raise ValueError(f"w must be 4-D {axes} for weight_format={wf!r}, got shape {arr.shape}")
@@ -281,7 +250,7 @@ def conv2d(
     geo = _geometry(_ConvGeometry, (xv.shape, wv.shape), stride, padding, dilation, groups)
     b = None
     if bias is not None:
-        b = _float32(bias, "bias")
+        b = as_float32(bias, "bias")
         if b.shape != (wv.shape[0],):
             raise ValueError(f"bias must have shape ({wv.shape[0]},), got {b.shape}")
         b = np.ascontiguousarray(b)
@@ -463,7 +432,7 @@ def global_avg_pool2d_backward(grad_out, x, data_format="NCHW"):
     fmt = _data_format(data_format)
     _, xv = _activation(x, "x", fmt)
     n, c = xv.shape[:2]
-    g = _float32(grad_out, "grad_out")
+    g = as_float32(grad_out, "grad_out")
     if g.size != n * c or g.shape not in ((n, c), (n, c, 1, 1), (n, 1, 1, c)):
         raise ValueError(f"grad_out must have shape ({n}, {c}), got {g.shape}")
     g = g.reshape((n, c, 1, 1) if fmt == "NCHW" else (n, 1, 1, c))
@@ -475,7 +444,7 @@ def global_avg_pool2d_backward(grad_out, x, data_format="NCHW"):
 
 def _rows(a, name: str) -> np.ndarray:
     """A C-contiguous float32 (rows, channels) array (copied only if it is not one already)."""
-    r = _contiguous(_float32(a, name))
+    r = _contiguous(as_float32(a, name))
     if r.ndim != 2 or r.shape[0] < 1 or r.shape[1] < 1:
         raise ValueError(f"{name} must be a non-empty 2-D (rows, channels) array, got {r.shape}")
     return r
@@ -484,7 +453,7 @@ def _rows(a, name: str) -> np.ndarray:
 def _channel_vector(v, name: str, c: int):
     if v is None:
         return None
-    v = _contiguous(_float32(v, name))
+    v = _contiguous(as_float32(v, name))
     if v.shape != (c,):
         raise ValueError(f"{name} must have shape ({c},), got {v.shape}")
     return v
@@ -556,8 +525,8 @@ def channel_affine(x, scale, shift):
 
 def relu_backward(grad_out, y):
     """dL/dx of y = relu(x) from the output: grad_out where y > 0, else 0."""
-    gy = _contiguous(_float32(grad_out, "grad_out"))
-    yr = _contiguous(_float32(y, "y"))
+    gy = _contiguous(as_float32(grad_out, "grad_out"))
+    yr = _contiguous(as_float32(y, "y"))
     if gy.shape != yr.shape:
         raise ValueError(f"grad_out must have y's shape {yr.shape}, got {gy.shape}")
     gx = _aligned_empty(yr.shape)
@@ -579,7 +548,7 @@ def dropout(x, rate, key):
         raise ValueError(f"rate must be in [0, 1), got {rate!r}")
     if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= key < 2**64:
         raise ValueError(f"key must be an int in [0, 2**64), got {key!r}")
-    xr = _float32(x, "x")
+    xr = as_float32(x, "x")
     if xr.size >= 2**32:  # checked before the copy below
         raise ValueError(f"x must have fewer than 2**32 elements, got shape {xr.shape}")
     xr = _contiguous(xr)
@@ -603,10 +572,10 @@ def affine_warp(x, matrices, fill_mode="nearest", fill_value=0.0):
     if not isinstance(fill_mode, str) or fill_mode not in FILL_MODES:
         raise ValueError(f"fill_mode must be one of {', '.join(FILL_MODES)}, got {fill_mode!r}")
     fill_value = real(fill_value, "fill_value")
-    xr = _contiguous(_float32(x, "x"))
+    xr = _contiguous(as_float32(x, "x"))
     if xr.ndim != 4 or 0 in xr.shape:
         raise ValueError(f"x must be a non-empty (N, H, W, C) batch, got shape {xr.shape}")
-    m = _contiguous(_float32(matrices, "matrices"))
+    m = _contiguous(as_float32(matrices, "matrices"))
     if m.shape != (xr.shape[0], 2, 3):
         raise ValueError(f"matrices must have shape ({xr.shape[0]}, 2, 3), got {m.shape}")
     if not np.isfinite(m).all():

@@ -35,6 +35,7 @@ import numpy as np
 
 from . import saving
 from .layers import Conv2D, Layer
+from .utils import optional_module
 
 METHODS = ("gradcam", "gradcam++")
 
@@ -229,10 +230,7 @@ def grad_cam(
 
 def get_colormap(colormap):
     """A matplotlib colormap from its name (ValueError naming an unknown one), or itself."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise ImportError("overlay needs matplotlib: pip install 'pyconv[viz]'") from None
+    matplotlib = optional_module("matplotlib", "overlay needs matplotlib", "viz")
     if isinstance(colormap, str):
         try:
             return matplotlib.colormaps[colormap]
@@ -296,10 +294,7 @@ def overlay(image, heatmap, alpha: float = 0.5, colormap="jet") -> np.ndarray:
 def image_format(path) -> str:
     """Pillow's name of the image format for ``path``'s extension ("PNG", "JPEG", ...);
     ValueError for an extension Pillow cannot write."""
-    try:
-        from PIL import Image
-    except ImportError:
-        raise ImportError("saving images needs Pillow: pip install 'pyconv[viz]'") from None
+    Image = optional_module("PIL.Image", "saving images needs Pillow", "viz")
     Image.init()
     ext = os.path.splitext(os.fspath(path))[1].lower()
     fmt = Image.registered_extensions().get(ext)

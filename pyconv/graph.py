@@ -6,7 +6,8 @@
     model = pyconv.Model(inputs, Dense(10, activation="softmax")(Flatten()(y)))
 
 Calling a layer on symbolic tensors records a ``Node`` (the layer and the tensors it was
-called on) and returns the node's output tensor. ``Functional`` walks its nodes in
+called on; see ``pyconv.node``) and returns the node's output tensor. ``Functional`` walks
+its nodes in
 topological order; the tape holds one entry per node, so a layer called twice (shared
 weights) has two contexts and its weight gradients add up. Backward visits the nodes in
 reverse order and sums the gradients of tensors that feed several nodes. Everything else
@@ -17,8 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layers import InputLayer, Layer, SymbolicTensor, deserialize, serialize
-from .models import Model, TapeEntry, _as_batch_array, apply_layer, backprop_layer
+from .layers import InputLayer, Layer, deserialize, serialize
+from .models import Model
+from .node import Node, SymbolicTensor, call_symbolic, input_node, symbolic_input
+from .training.loop import as_batch_array
+from .training.tape import TapeEntry, apply_layer, backprop_layer
 from .utils import shape_str
 
 
@@ -39,44 +43,6 @@ class Inputs:
 
     def astype(self, dtype, copy=True):
         return Inputs([a.astype(dtype, copy=copy) for a in self.arrays])
-
-
-class Node:
-    """One call of a layer in a graph: ``layer(inbound)`` produced ``output``."""
-
-    __slots__ = ("layer", "inbound", "multi", "output")
-
-    def __init__(self, layer: Layer, inbound: list, multi: bool):
-        self.layer, self.inbound, self.multi = layer, inbound, multi
-        self.output: SymbolicTensor | None = None
-
-
-def input_node(tensor: SymbolicTensor) -> Node:
-    """The node of an ``Input`` tensor (made on first use)."""
-    if tensor.node is None:
-        tensor.node = Node(tensor.layer, [], False)
-        tensor.node.output = tensor
-    return tensor.node
-
-
-def call_symbolic(layer: Layer, inputs) -> SymbolicTensor:
-    """``layer(inputs)`` on symbolic tensors: build the layer for their shapes, record a node."""
-    multi = isinstance(inputs, (list, tuple))
-    tensors = list(inputs) if multi else [inputs]
-    for t in tensors:
-        if not isinstance(t, SymbolicTensor):
-            raise TypeError(
-                f"layer {layer.name!r}: a graph layer's inputs must all be symbolic tensors "
-                f"(from Input or another layer), got {type(t).__name__}"
-            )
-        if t.node is None:
-            input_node(t)
-    shapes = [t.shape[1:] for t in tensors]
-    out_shape = layer.build_for(shapes if multi else shapes[0])
-    node = Node(layer, tensors, multi)
-    node.output = SymbolicTensor(tuple(out_shape), layer, node)
-    layer._graph_outputs.append(node.output)
-    return node.output
 
 
 def _tensor_list(value, what: str) -> list[SymbolicTensor]:
@@ -201,7 +167,7 @@ class Functional(Model):
         have one number of samples."""
         if not isinstance(values, (list, tuple)) or len(values) != count:
             raise ValueError(f"{what}: {name} must be a list of {count} arrays")
-        arrays = [_as_batch_array(a, f"{name}[{i}]") for i, a in enumerate(values)]
+        arrays = [as_batch_array(a, f"{name}[{i}]") for i, a in enumerate(values)]
         if len({len(a) for a in arrays}) > 1:
             raise ValueError(
                 f"{name}: the arrays have different numbers of samples {[len(a) for a in arrays]}"
@@ -216,7 +182,7 @@ class Functional(Model):
             what = f"model {self.name!r} has {len(self._inputs)} inputs"
             xs = self._batches(x, len(self._inputs), name, what)
         else:
-            xs = [_as_batch_array(x, name)]
+            xs = [as_batch_array(x, name)]
         for a, t in zip(xs, self._inputs):
             if tuple(a.shape[1:]) != t.shape[1:]:
                 raise ValueError(
@@ -235,7 +201,7 @@ class Functional(Model):
         """Targets: one array, or (several outputs) a list of one array per output (or a
         dict by output name)."""
         if not self._multi_out:
-            return _as_batch_array(y, "y")
+            return as_batch_array(y, "y")
         if isinstance(y, Inputs):
             return y
         if isinstance(y, dict):
@@ -250,20 +216,18 @@ class Functional(Model):
         if not self._multi_out:
             return super()._loss_and_grad(y_true, y_pred, tape, sample_weight)
         # several outputs: L = sum_i w_i L_i(y_i, out_i); each output's softmax/sigmoid is
-        # folded into its cross-entropy where it can be (the set of such nodes goes to
-        # _backward instead of a single flag)
+        # folded into its cross-entropy where it can be (not for a node that is two outputs:
+        # its dy sums gradients w.r.t. the output, not the logits)
         entries = {id(e.node): e for e in tape}
-        total, grads, fused = 0.0, [], set()
+        total, grads = 0.0, []
         for i, t in enumerate(self._outputs):
             once = sum(o.node is t.node for o in self._outputs) == 1
-            loss, grad, folded = self._output_loss(
+            loss, grad = self._output_loss(
                 i, y_true.arrays[i], y_pred[i], entries.get(id(t.node)), sample_weight, once
             )
-            if folded:
-                fused.add(id(t.node))
             total += loss
             grads.append(grad)
-        return total, grads, fused
+        return total, grads
 
     def _loss_value(self, y_true, y_pred, sample_weight) -> float:
         if not self._multi_out:
@@ -322,7 +286,7 @@ class Functional(Model):
             reaches[id(node)] = up or bool(node.layer.trainable_weights)
         return needs
 
-    def _backward(self, tape, dy, skip_activation, stop_at=None):
+    def _backward(self, tape, dy, stop_at=None):
         grads: dict[int, np.ndarray] = {}
 
         def add(node, g):
@@ -335,10 +299,6 @@ class Functional(Model):
         for t, g in zip(self._outputs, dys):
             add(t.node, g)
         needs = self._needs_input_grad()
-        if isinstance(skip_activation, set):  # several outputs: the ids of fused nodes
-            fused = skip_activation
-        else:
-            fused = {id(self._outputs[-1].node)} if skip_activation else set()
         for i in range(len(tape) - 1, -1, -1):
             entry = tape[i]
             tape[i] = None
@@ -349,7 +309,7 @@ class Functional(Model):
             if g is None:
                 continue  # this node does not feed the outputs being differentiated
             need = stop_at is not None or needs[id(node)]
-            dx = backprop_layer(entry, g, need, id(node) in fused)
+            dx = backprop_layer(entry, g, need)
             if not need:
                 continue
             dxs = dx if node.multi else [dx]
@@ -413,8 +373,7 @@ class Functional(Model):
             if not spec["inbound"]:
                 if not isinstance(layer, InputLayer):
                     raise ValueError(f"node of {layer.name!r} has no inputs but is not an Input")
-                tensors.append(SymbolicTensor(layer.shape, layer))
-                layer._graph_outputs.append(tensors[-1])
+                tensors.append(symbolic_input(layer))
                 continue
             ins = [tensors[i] for i in spec["inbound"]]
             tensors.append(call_symbolic(layer, ins if spec["multi"] else ins[0]))

@@ -169,15 +169,7 @@ _BY_CLASS = {cls.__name__: cls for cls in _BY_NAME.values()}
 
 def get(identifier) -> Initializer:
     """An Initializer from a name ("he_normal"), a config dict, or an Initializer."""
-    if isinstance(identifier, Initializer):
-        return identifier
-    found = from_registry(identifier, _BY_NAME, _BY_CLASS, "initializer")
-    if found is not None:
-        return found
-    raise ValueError(
-        f"unknown initializer {identifier!r}; use one of {', '.join(sorted(_BY_NAME))} "
-        "or an Initializer instance"
-    )
+    return from_registry(identifier, Initializer, _BY_NAME, _BY_CLASS, "initializer")
 
 
 def serialize(init: Initializer) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._shapes import flag
+from .utils import from_registry
 
 _EPS = 1e-7  # Keras's clipping of probabilities when a loss gets probabilities, not logits
 
@@ -374,13 +375,7 @@ _BY_CLASS = {cls.__name__: cls for cls in _BY_NAME.values()}
 
 def get(identifier) -> Loss:
     """A Loss from a name ("sparse_categorical_crossentropy"), a config dict or a Loss."""
-    if isinstance(identifier, Loss):
-        return identifier
-    if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
-        return _BY_NAME[identifier.lower()]()
-    if isinstance(identifier, dict) and identifier.get("class_name") in _BY_CLASS:
-        return _BY_CLASS[identifier["class_name"]](**identifier.get("config", {}))
-    raise ValueError(f"unknown loss {identifier!r}; use one of {', '.join(sorted(_BY_NAME))}")
+    return from_registry(identifier, Loss, _BY_NAME, _BY_CLASS, "loss")
 
 
 def serialize(loss: Loss) -> dict:

@@ -11,75 +11,13 @@ never keeps a step that changed some variables and not others.
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
-
 import numpy as np
 
 from . import _core
 from ._shapes import as_int, flag, real
 
-
-class _Held:
-    """State of the main thread's hold_interrupts blocks (only the main thread touches it)."""
-
-    depth = 0  # nesting of blocks
-    strict = 0  # nesting of strict blocks
-    pending = 0  # SIGINTs received while held
-    previous = None  # the handler to put back
-
-
-def _held_handler(signum, frame):
-    _Held.pending += 1
-    # pressed again inside a non-strict block: stop now (nothing half-done). Never outside a
-    # block: signal.signal() runs pending handlers before it swaps them, so this one can run
-    # while the outermost block restores the previous handler, and must not raise there.
-    if _Held.pending >= 2 and _Held.depth and not _Held.strict:
-        _Held.pending = 0
-        raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def hold_interrupts(strict: bool = True):
-    """Hold Ctrl-C (SIGINT) until the block ends, then raise the KeyboardInterrupt there.
-
-    Makes a multi-array change (an optimizer step, a weight load, a training step) atomic
-    with respect to Ctrl-C. With ``strict=False`` a second Ctrl-C raises at once, unless a
-    strict block inside is running. Acts only in the main thread (the only one Python
-    delivers signals to) while Python's default SIGINT handler is installed; a program
-    with its own handler keeps it untouched. No press is lost: one that comes before the
-    handler is in place raises at the block's start (the default handler), one held raises
-    at its end, and one after the default handler is back raises where it lands.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    strict = bool(strict)  # no call (where a signal may run) between the state changes below
-    outer = _Held.depth == 0
-    if outer and signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield  # the program's own handler (or none): leave it alone
-        return
-    # The state is ready before the handler goes in (a press the handler takes from then on
-    # counts), and the block is open (depth) before the install, so the finally always runs.
-    _Held.depth += 1
-    _Held.strict += strict
-    try:
-        if outer:
-            _Held.pending = 0
-            # a press pending from before raises here, from the default handler: delivered
-            _Held.previous = signal.signal(signal.SIGINT, _held_handler)
-        yield
-    finally:
-        _Held.depth -= 1
-        _Held.strict -= strict
-        if outer and signal.getsignal(signal.SIGINT) is _held_handler:
-            # presses pending now are counted by our handler before the swap (depth is 0:
-            # it only counts); later ones go to the previous handler
-            signal.signal(signal.SIGINT, _Held.previous)
-            if _Held.pending:
-                _Held.pending = 0
-                raise KeyboardInterrupt
+# hold_interrupts: its home before utils, kept (scripts hold Ctrl-C as optimizers.hold_interrupts)
+from .utils import from_registry, hold_interrupts
 
 
 def _real_in(value, name: str, lo: float, hi: float = np.inf, lo_open=False, hi_open=True):
@@ -312,15 +250,7 @@ _BY_CLASS = {cls.__name__: cls for cls in _BY_NAME.values()}
 
 def get(identifier) -> Optimizer:
     """An Optimizer from a name ("adam"), a config dict or an Optimizer."""
-    if isinstance(identifier, Optimizer):
-        return identifier
-    if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
-        return _BY_NAME[identifier.lower()]()
-    if isinstance(identifier, dict) and identifier.get("class_name") in _BY_CLASS:
-        return _BY_CLASS[identifier["class_name"]].from_config(identifier.get("config", {}))
-    raise ValueError(
-        f"unknown optimizer {identifier!r}; use 'sgd', 'adam', 'rmsprop' or an Optimizer"
-    )
+    return from_registry(identifier, Optimizer, _BY_NAME, _BY_CLASS, "optimizer")
 
 
 def serialize(opt: Optimizer) -> dict:

@@ -78,12 +78,9 @@ _BY_NAME = {"l1": L1, "l2": L2, "l1_l2": L1L2, "l1l2": L1L2}
 
 def get(identifier) -> Regularizer | None:
     """A Regularizer from None, a name ("l2"), a config dict, or a Regularizer."""
-    if identifier is None or isinstance(identifier, Regularizer):
-        return identifier
-    found = from_registry(identifier, _BY_NAME, _BY_CLASS, "regularizer")
-    if found is not None:
-        return found
-    raise ValueError(f"unknown regularizer {identifier!r}; use L1, L2, L1L2 or 'l1'/'l2'")
+    if identifier is None:
+        return None
+    return from_registry(identifier, Regularizer, _BY_NAME, _BY_CLASS, "regularizer")
 
 
 def serialize(reg: Regularizer | None) -> dict | None:

@@ -33,7 +33,7 @@ import zipfile
 import numpy as np
 
 from ._shapes import MEMORY_BYTES
-from .optimizers import hold_interrupts
+from .utils import hold_interrupts
 
 FORMAT_VERSION = 1
 MANIFEST = "pyconv.json"

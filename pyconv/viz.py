@@ -20,21 +20,18 @@ import os
 import numpy as np
 
 from . import functional, saving
+from ._shapes import as_int
 from .layers.base import Layer
 from .layers.conv import Conv2D
 from .layers.pooling import AveragePooling2D, MaxPooling2D
+from .utils import as_float32, optional_module
 
 
 def _pyplot():
-    try:
-        import matplotlib
+    matplotlib = optional_module("matplotlib", "pyconv's pictures need matplotlib", "viz")
+    matplotlib.use("Agg", force=False)  # files, not windows, unless the user chose one
+    import matplotlib.pyplot as plt
 
-        matplotlib.use("Agg", force=False)  # files, not windows, unless the user chose one
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ImportError(
-            "pyconv's pictures need matplotlib: pip install 'pyconv[viz]' (or matplotlib)"
-        ) from None
     return plt
 
 
@@ -106,11 +103,10 @@ def plot_history(history, path=None, title=None):
 
 
 def _positive_int(value, name: str) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
+    n = as_int(value, name)
+    if n < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
+    return n
 
 
 def _minmax(a: np.ndarray, axes: tuple) -> np.ndarray:
@@ -227,7 +223,7 @@ def plot_filters(layer, path=None, channel=None, max_filters=64, cmap="gray"):
 
 def _model_input(model, image) -> np.ndarray:
     """One image -> a batch of one in the layout the model takes."""
-    x = functional._float32(image, "image")
+    x = as_float32(image, "image")
     want = getattr(model, "input_shape", None)
     want = None if want is None else tuple(want[1:])
     if x.ndim == 2:
@@ -384,10 +380,10 @@ def apply_kernel(image, kernel) -> np.ndarray:
     (it matters only for asymmetric kernels such as Sobel: flipping negates them).
     Returns float32 with the image's shape.
     """
-    img = functional._float32(image, "image")
+    img = as_float32(image, "image")
     if img.ndim not in (2, 3) or img.size == 0:
         raise ValueError(f"image must be a non-empty (H, W) or (H, W, C) array, got {img.shape}")
-    k = functional._float32(kernel, "kernel")
+    k = as_float32(kernel, "kernel")
     if k.ndim != 2 or k.size == 0:
         raise ValueError(f"kernel must be a non-empty 2-D (kh, kw) array, got shape {k.shape}")
     planes = img[None, None] if img.ndim == 2 else img.transpose(2, 0, 1)[:, None]
@@ -424,7 +420,7 @@ def plot_kernels(image, kernels=None, path=None, cmap="gray"):
     ``cmap`` over their own min..max; RGB panels are scaled to [0, 1] on their own. Returns
     the figure (one image axis per panel); with ``path``, also writes it as PNG.
     """
-    img = functional._float32(image, "image")
+    img = as_float32(image, "image")
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
     if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3)) or img.size == 0:

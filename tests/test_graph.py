@@ -375,3 +375,32 @@ def test_two_outputs_fit_with_weighted_losses_and_save_load(tmp_path, rng):
         model.fit(x, y[0], verbose=0)
     with pytest.raises(ValueError, match="one entry per output"):
         model.compile("sgd", ["mse"])
+
+
+def test_layers_sit_below_the_graph():
+    """The node module is below the layers and the graph above them: no module of
+    pyconv/layers imports pyconv.graph (nor pyconv.models), and pyconv.node imports no
+    pyconv module at all."""
+    import ast
+    import pathlib
+
+    import pyconv.node
+
+    def imported(path):
+        tree = ast.parse(path.read_text())
+        for n in ast.walk(tree):
+            if isinstance(n, ast.ImportFrom):
+                yield "." * n.level + (n.module or "")
+                yield from ("." * n.level + a.name for a in n.names if not n.module)
+            elif isinstance(n, ast.Import):
+                yield from (a.name for a in n.names)
+
+    layers_dir = pathlib.Path(L.__file__).parent
+    for path in layers_dir.glob("*.py"):
+        for name in imported(path):
+            assert name.lstrip(".") not in ("graph", "models", "pyconv.graph"), (path, name)
+    node_imports = set(imported(pathlib.Path(pyconv.node.__file__)))
+    assert node_imports == {"__future__"}
+    assert pyconv.graph.SymbolicTensor is pyconv.node.SymbolicTensor is L.SymbolicTensor
+    assert pyconv.graph.Node is pyconv.node.Node
+    assert pyconv.graph.call_symbolic is pyconv.node.call_symbolic

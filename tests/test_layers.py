@@ -387,3 +387,48 @@ def test_bad_input_shapes_are_clear():
     layer.build_for((3,))
     with pytest.raises(ValueError, match="built for"):
         layer.build_for((4,))
+
+
+def test_forward_and_backward_are_final():
+    """A layer implements _forward/_backward; the public pair is defined once (Layer)."""
+    for name in ("forward", "backward"):
+        with pytest.raises(TypeError, match=f"overrides Layer.{name}, which is final"):
+            type("Bad", (L.Layer,), {name: lambda self, *a: None})
+
+
+def test_custom_layer_on_the_contract(rng):
+    class Scale(L.Layer):
+        def _forward(self, x, training):
+            return x * 2, None
+
+        def _backward(self, ctx, dy, need_input_grad):
+            return dy * 2 if need_input_grad else None
+
+    layer = Scale()
+    y, ctx = layer.forward([[1.0, 2.0]])  # converted to a float32 batch first
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(layer.backward(ctx, [[1, 1]]), [[2.0, 2.0]])
+    model = pyconv.Sequential([L.Dense(3, input_shape=(4,)), Scale()])
+    model.compile("sgd", "mse")
+    model.fit(rng.standard_normal((8, 4)), rng.standard_normal((8, 3)), epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("make", [lambda: L.Dense(3, activation="softmax"),
+                                  lambda: L.Activation("sigmoid")])  # fmt: skip
+def test_activation_folded_into_the_loss_is_read_from_ctx(rng, make):
+    """The model marks the ctx (dy_is_logits_grad); the layer then skips the activation's
+    backward: dx is the backward of the pre-activation alone."""
+    layer = make()
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    layer(x)
+    dy = rng.standard_normal((4, 3)).astype(np.float32)
+    _, ctx = layer.forward(x, True)
+    assert ctx.logits is not None and not ctx.dy_is_logits_grad
+    through_activation = layer.backward(ctx, dy)
+    ctx.dy_is_logits_grad = True
+    folded = layer.backward(ctx, dy)
+    if isinstance(layer, L.Activation):
+        np.testing.assert_array_equal(folded, dy)
+    else:
+        np.testing.assert_allclose(folded, dy @ layer.kernel.value.T, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(folded, through_activation)

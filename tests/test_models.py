@@ -337,3 +337,26 @@ def test_zoo_parameter_counts_match_their_documentation():
         assert f"{count:,}" in zoo.__doc__ and f"{count:,}" in zoo.CLASSIC[name].__doc__
     with pytest.raises(ValueError, match="unknown network"):
         zoo.build("resnet1000")
+
+
+def test_model_composes_compile_loop_and_saving():
+    """Model's public methods, wherever they are implemented (training/compile.py,
+    training/loop.py, model_saving.py), and the names pyconv.models exports."""
+    from pyconv import model_saving, models
+    from pyconv.training import compile as compile_mod
+    from pyconv.training import loop
+
+    public = {n for n in dir(models.Model) if not n.startswith("_")}
+    assert public == {
+        "backward_to", "built", "compile", "compute_gradients", "count_params", "evaluate",
+        "fit", "get_config", "get_layer", "get_weights", "layer_outputs", "layers",
+        "load_weights", "metrics_names", "non_trainable_weights", "predict",
+        "predict_on_batch", "save", "save_weights", "set_weights", "summary", "to_json",
+        "train_on_batch", "trainable_weights", "weights",
+    }  # fmt: skip
+    assert models.Model.compile is compile_mod.CompileMixin.compile
+    assert models.Model.fit is loop.TrainingLoopMixin.fit
+    assert models.load_model is model_saving.load_model is pyconv.load_model
+    assert models.model_from_json is model_saving.model_from_json
+    for name in ("Sequential", "MODEL_CLASSES", "TapeEntry", "apply_layer", "backprop_layer"):
+        assert hasattr(models, name)

@@ -340,5 +340,5 @@ def test_import_pyconv_does_not_need_onnx(monkeypatch, tmp_path):
     # outside the checkout: there ``import pyconv`` would find the source tree (no _core)
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if it were not installed
-    with pytest.raises(ImportError, match=r"pip install pyconv\[onnx\]"):
+    with pytest.raises(ImportError, match=r"pip install 'pyconv\[onnx\]'"):
         ponnx.load("anything.onnx")

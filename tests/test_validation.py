@@ -138,7 +138,7 @@ def test_misaligned_float32_input_is_copied_aligned():
     x = raw.view(np.float32).reshape(2, 3, 5, 5)
     x[...] = np.arange(x.size, dtype=np.float32).reshape(x.shape) / 10
     assert x.flags.c_contiguous and not x.flags.aligned
-    conv = F._float32(x, "x")
+    conv = pyconv.utils.as_float32(x, "x")
     assert conv.flags.aligned and conv.flags.c_contiguous
     w = np.ones((1, 3, 3, 3), np.float32)
     np.testing.assert_allclose(F.conv2d(x, w), F.conv2d(x.copy(), w), rtol=0, atol=0)

@@ -1,9 +1,15 @@
-"""Variables, the Layer protocol, and Input.
+"""Variables, the Layer contract, and Input.
 
 A layer is a forward/backward pair, as in llm.c:
 
     y, ctx = layer.forward(x, training)        # ctx: what the backward needs (x, y, masks)
     dx = layer.backward(ctx, dy, need_input_grad)   # adds dL/dw into each variable's .grad
+
+``forward`` and ``backward`` are defined here once (they convert and check x and dy) and
+are final: a layer implements ``_forward(x, training) -> (y, ctx)`` and
+``_backward(ctx, dy, need_input_grad) -> dx``. Whatever travels from one to the other
+lives in ctx, including what the model tells a layer before its backward (a softmax/sigmoid
+folded into the loss: see ``core.ActivationContext``), so no layer takes extra arguments.
 
 The context is returned, never stored on the layer, so a layer may be applied several times
 in one step (a shared layer in a graph: its gradients add up) and nothing outlives the step.
@@ -18,9 +24,10 @@ import threading
 
 import numpy as np
 
-from .. import functional, initializers, regularizers, saving
+from .. import initializers, regularizers, saving
 from .._shapes import check_size, flag, size_of
-from ..utils import snake_case, unique_name
+from ..node import SymbolicTensor, call_symbolic, is_symbolic, symbolic_input
+from ..utils import as_float32, snake_case, unique_name
 
 _grad_mode = threading.local()
 _FLOAT32 = np.dtype(np.float32)
@@ -65,7 +72,7 @@ class Variable:
         return self.value.copy()
 
     def assign(self, value) -> None:
-        value = functional._float32(value, f"the value for weight {self.name!r}")
+        value = as_float32(value, f"the value for weight {self.name!r}")
         if value.shape != self.value.shape:
             raise ValueError(
                 f"weight {self.name!r} has shape {self.value.shape}; got a value of shape "
@@ -112,13 +119,27 @@ def seed_arg(seed):
 
 
 class Layer:
-    """Base class. Subclasses set their arguments, then implement ``build`` (create weights
-    with ``add_weight``), ``compute_output_shape``, ``_forward`` and ``_backward``."""
+    """Base class. Subclasses set their arguments (returned by ``get_config``), then
+    implement ``build`` (create weights with ``add_weight``), ``compute_output_shape``,
+    ``_forward`` and ``_backward``; ``forward`` and ``backward`` are final."""
 
     # Layers whose forward needs what ``build`` makes (weights, the output shape).
     _needs_build = False
     # The arguments that set its weights' sizes (named when a weight would not fit in memory).
     _size_args = "the layer's arguments"
+
+    # The public entry points every layer shares; subclasses implement _forward/_backward.
+    _FINAL = ("forward", "backward")
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        overridden = [name for name in Layer._FINAL if name in vars(cls)]
+        if overridden:
+            raise TypeError(
+                f"{cls.__name__} overrides Layer.{overridden[0]}, which is final: implement "
+                f"_{overridden[0]} instead (forward -> _forward(x, training) returning "
+                "(y, ctx); backward -> _backward(ctx, dy, need_input_grad) returning dx)"
+            )
 
     def __init__(self, name=None, trainable=True, input_shape=None, dtype=None, **kwargs):
         if kwargs:
@@ -264,11 +285,15 @@ class Layer:
 
     def forward(self, x: np.ndarray, training: bool = False):
         """(y, ctx) for a batch x; ctx goes to ``backward``."""
-        return self._forward(self._batch(x), training)
+        return self._forward(self._inputs(x), training)
 
     def backward(self, ctx, dy: np.ndarray, need_input_grad: bool = True):
         """dL/dx (None if not needed); adds dL/dw into trainable variables' .grad."""
         return self._backward(ctx, self._grad(dy), need_input_grad)
+
+    def _inputs(self, x):
+        """What ``_forward`` receives: one batch (a layer over several inputs takes a list)."""
+        return self._batch(x)
 
     def _batch(self, x) -> np.ndarray:
         """x as a float32 array with a batch dimension (TypeError/ValueError naming x)."""
@@ -279,7 +304,7 @@ class Layer:
             and not (self._needs_build and not self.built)
         ):
             return x  # the common case first: the ops below check layouts themselves
-        x = functional._float32(x, "x")
+        x = as_float32(x, "x")
         if x.ndim < 1:
             raise ValueError(f"layer {self.name!r} needs a batch of inputs, got a scalar")
         if self._needs_build and not self.built:
@@ -292,7 +317,7 @@ class Layer:
     def _grad(self, dy, shape=None) -> np.ndarray:
         """dy (dL/d output) as a float32 array, of ``shape`` when given."""
         if type(dy) is not np.ndarray or dy.dtype != _FLOAT32:
-            dy = functional._float32(dy, "dy")
+            dy = as_float32(dy, "dy")
         if shape is not None and dy.shape != tuple(shape):
             raise ValueError(
                 f"layer {self.name!r}: dy must have the shape of the layer's output "
@@ -301,20 +326,19 @@ class Layer:
         return dy
 
     def _forward(self, x, training):
+        """(y, ctx): x is a float32 batch (see ``_inputs``); ctx is passed to ``_backward``."""
         raise NotImplementedError
 
     def _backward(self, ctx, dy, need_input_grad):
+        """dL/dx (None when not need_input_grad) from a float32 dy; adds dL/dw into the
+        weights' .grad when ``_param_grads_enabled``. Check dy's shape with ``_grad``."""
         raise NotImplementedError
 
     def __call__(self, x, training: bool = False) -> np.ndarray:
         """Apply the layer to a batch (NumPy array with a batch dimension)."""
-        if isinstance(x, SymbolicTensor) or (
-            isinstance(x, (list, tuple)) and x and isinstance(x[0], SymbolicTensor)
-        ):
-            from ..graph import call_symbolic  # a graph node (the functional API)
-
+        if is_symbolic(x):  # a graph node (the functional API)
             return call_symbolic(self, x)
-        x = functional._float32(x, "x")
+        x = as_float32(x, "x")
         if x.ndim < 1:
             raise ValueError(f"layer {self.name!r} needs a batch of inputs, got a scalar")
         self.build_for(x.shape[1:])
@@ -350,33 +374,14 @@ class InputLayer(Layer):
     def _forward(self, x, training):
         return x, x.shape
 
-    def backward(self, ctx, dy, need_input_grad=True):
+    def _backward(self, ctx, dy, need_input_grad):
         return self._grad(dy, ctx)
 
     def get_config(self):
         return {"name": self.name, "shape": list(self.shape)}
 
 
-class SymbolicTensor:
-    """A placeholder with a shape ((None, *shape)): what ``Input(shape)`` returns, and what
-    a layer called on such tensors returns (see ``pyconv.graph``). ``layer`` produced it;
-    ``node`` is that call of the layer (None for an Input not yet used in a graph).
-
-    ``Sequential([Input((28, 28, 1)), ...])`` uses an Input to fix the input shape.
-    """
-
-    def __init__(self, shape: tuple, layer: Layer, node=None):
-        self.shape = (None, *shape)
-        self.layer = layer
-        self.node = node
-
-    def __repr__(self) -> str:
-        return f"<SymbolicTensor shape={self.shape} from {self.layer.name!r}>"
-
-
 def Input(shape, name=None) -> SymbolicTensor:  # noqa: N802 (Keras's name)
-    """A model input of ``shape`` (batch dimension excluded), as ``keras.Input``."""
-    layer = InputLayer(shape=shape, name=name)
-    tensor = SymbolicTensor(layer.shape, layer)
-    layer._graph_outputs.append(tensor)
-    return tensor
+    """A model input of ``shape`` (batch dimension excluded), as ``keras.Input``: a
+    ``SymbolicTensor`` (defined in ``pyconv.node``, re-exported here) to call layers on."""
+    return symbolic_input(InputLayer(shape=shape, name=name))

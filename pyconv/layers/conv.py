@@ -156,8 +156,8 @@ class Conv2D(KernelLayer):
         ctx = activate(self.activation, z, x, training)
         return ctx.y, ctx
 
-    def backward(self, ctx, dy, need_input_grad=True, skip_activation=False):
-        dz = activation_grad(self.activation, ctx, self._grad(dy, ctx.y.shape), skip_activation)
+    def _backward(self, ctx, dy, need_input_grad):
+        dz = activation_grad(self.activation, ctx, self._grad(dy, ctx.y.shape))
         train = self._param_grads_enabled
         gx, gw, gb = functional.conv2d_backward(
             dz, ctx.x, self.kernel.value, **self._geometry(),

@@ -19,12 +19,15 @@ class ActivationContext:
     pre-activation, kept for softmax/sigmoid outputs (small: a classifier head) so that a
     cross-entropy loss can be computed from logits (exact, no clipping) with its gradient
     fused with the activation's (p - y), and so that Grad-CAM can start from class scores.
+    dy_is_logits_grad: set by the model before the backward when the loss (or Grad-CAM's
+    seed) already is dL/d(logits), so the activation's own backward is skipped.
     """
 
-    __slots__ = ("x", "y", "logits")
+    __slots__ = ("x", "y", "logits", "dy_is_logits_grad")
 
     def __init__(self, x, y, logits=None):
         self.x, self.y, self.logits = x, y, logits
+        self.dy_is_logits_grad = False
 
 
 def activate(activation, z: np.ndarray, x: np.ndarray, training: bool) -> ActivationContext:
@@ -33,9 +36,9 @@ def activate(activation, z: np.ndarray, x: np.ndarray, training: bool) -> Activa
     return ActivationContext(x, activation.forward(z), logits)
 
 
-def activation_grad(activation, ctx: ActivationContext, dy, skip_activation: bool):
+def activation_grad(activation, ctx: ActivationContext, dy):
     """dL/dz: dy itself when the loss already gave the gradient w.r.t. the logits."""
-    return dy if skip_activation else activation.backward(ctx.y, dy)
+    return dy if ctx.dy_is_logits_grad else activation.backward(ctx.y, dy)
 
 
 class KernelLayer(Layer):
@@ -140,8 +143,8 @@ class Dense(KernelLayer):
         ctx.y = ctx.y.reshape(*x.shape[:-1], self.units)
         return ctx.y, ctx
 
-    def backward(self, ctx, dy, need_input_grad=True, skip_activation=False):
-        dz = activation_grad(self.activation, ctx, self._grad(dy, ctx.y.shape), skip_activation)
+    def _backward(self, ctx, dy, need_input_grad):
+        dz = activation_grad(self.activation, ctx, self._grad(dy, ctx.y.shape))
         train = self._param_grads_enabled
         gx, gw, gb = functional.conv2d_backward(
             self._as_images(dz), self._as_images(ctx.x), self._kernel4(), **self._GEO,
@@ -185,7 +188,7 @@ class Flatten(Layer):
             x = np.moveaxis(x, 1, -1)
         return np.ascontiguousarray(x).reshape(x.shape[0], math.prod(x.shape[1:])), x.shape
 
-    def backward(self, ctx, dy, need_input_grad=True):
+    def _backward(self, ctx, dy, need_input_grad):
         dy = self._grad(dy, (ctx[0], math.prod(ctx[1:])))
         if not need_input_grad:
             return None
@@ -233,7 +236,7 @@ class Reshape(Layer):
             )
         return x.reshape(x.shape[0], *self.output_shape), x.shape
 
-    def backward(self, ctx, dy, need_input_grad=True):
+    def _backward(self, ctx, dy, need_input_grad):
         dy = self._grad(dy, (ctx[0], *self.output_shape))
         return dy.reshape(ctx) if need_input_grad else None
 
@@ -275,7 +278,7 @@ class Dropout(Layer):
         mask = functional.dropout(np.ones(shape, np.float32), self.rate, key)
         return x * mask, (mask, x.shape)
 
-    def backward(self, ctx, dy, need_input_grad=True):
+    def _backward(self, ctx, dy, need_input_grad):
         mask, shape = ctx
         dy = self._grad(dy, shape)
         if not need_input_grad:
@@ -316,11 +319,11 @@ class Activation(Layer):
         ctx = activate(self.activation, x.copy(), x, training)
         return ctx.y, ctx
 
-    def backward(self, ctx, dy, need_input_grad=True, skip_activation=False):
+    def _backward(self, ctx, dy, need_input_grad):
         dy = self._grad(dy, ctx.y.shape)
         if not need_input_grad:
             return None
-        return activation_grad(self.activation, ctx, dy, skip_activation)
+        return activation_grad(self.activation, ctx, dy)
 
     def get_config(self):
         return {**super().get_config(), "activation": activations.serialize(self.activation)}

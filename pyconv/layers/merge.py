@@ -3,12 +3,16 @@
 They take a list of batches and return one: ``y, ctx = layer.forward([a, b], training)``;
 ``layer.backward(ctx, dy)`` returns the list of input gradients (None where not needed).
 Shapes exclude the batch dimension; ``build_for`` takes the list of input shapes.
+``Merge`` implements the layer contract (checking the list and dy); each merge implements
+``_merge_forward(xs, training)`` and ``_merge_backward(ctx, dy, need_input_grad)``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .._shapes import real
+from ..node import SymbolicTensor, call_symbolic
 from .base import Layer, _shape_tuple
 
 
@@ -52,7 +56,7 @@ class Merge(Layer):
                 )
         return first
 
-    def forward(self, x, training=False):
+    def _inputs(self, x):
         if not isinstance(x, (list, tuple)):
             raise TypeError(
                 f"layer {self.name!r} ({type(self).__name__}) takes a list of batches (x), "
@@ -64,33 +68,42 @@ class Merge(Layer):
             raise ValueError(
                 f"layer {self.name!r}: inputs have different batch sizes {[len(a) for a in xs]}"
             )
-        y, ctx = self._forward(xs, training)
+        return xs
+
+    def _forward(self, xs, training):
+        y, ctx = self._merge_forward(xs, training)
         return y, (y.shape, ctx)
 
-    def backward(self, ctx, dy, need_input_grad=True):
+    def _backward(self, ctx, dy, need_input_grad):
         """The list of dL/d(each input) (Nones if not needed); dy must have the output's
         shape."""
         shape, inner = ctx
-        return self._backward(inner, self._grad(dy, shape), need_input_grad)
+        return self._merge_backward(inner, self._grad(dy, shape), need_input_grad)
+
+    def _merge_forward(self, xs, training):
+        """(y, ctx) from the list of input batches (checked: float32, one batch size)."""
+        raise NotImplementedError
+
+    def _merge_backward(self, ctx, dy, need_input_grad):
+        """The list of input gradients from dy (checked against the output's shape)."""
+        raise NotImplementedError
 
     def __call__(self, x, training=False):
-        from .base import SymbolicTensor
-
         if isinstance(x, (list, tuple)) and any(isinstance(t, SymbolicTensor) for t in x):
-            return super().__call__(x, training)
+            return call_symbolic(self, x)  # a graph node (the functional API)
         return self.forward(x, training)[0]
 
 
 class Add(Merge):
     """y = x1 + x2 + ... (same shapes)."""
 
-    def _forward(self, xs, training):
+    def _merge_forward(self, xs, training):
         y = xs[0] + xs[1]
         for a in xs[2:]:
             y += a
         return y, len(xs)
 
-    def _backward(self, n, dy, need_input_grad):
+    def _merge_backward(self, n, dy, need_input_grad):
         return [dy] + [dy.copy() for _ in range(n - 1)] if need_input_grad else [None] * n
 
 
@@ -99,23 +112,23 @@ class Subtract(Merge):
 
     max_inputs = 2
 
-    def _forward(self, xs, training):
+    def _merge_forward(self, xs, training):
         return xs[0] - xs[1], None
 
-    def _backward(self, ctx, dy, need_input_grad):
+    def _merge_backward(self, ctx, dy, need_input_grad):
         return [dy, -dy] if need_input_grad else [None, None]
 
 
 class Multiply(Merge):
     """y = x1 * x2 * ... elementwise."""
 
-    def _forward(self, xs, training):
+    def _merge_forward(self, xs, training):
         y = xs[0] * xs[1]
         for a in xs[2:]:
             y = y * a
         return y, xs
 
-    def _backward(self, xs, dy, need_input_grad):
+    def _merge_backward(self, xs, dy, need_input_grad):
         if not need_input_grad:
             return [None] * len(xs)
         grads = []
@@ -160,11 +173,11 @@ class Concatenate(Merge):
                 )
         return (*first[:a], sum(s[a] for s in input_shape), *first[a + 1 :])
 
-    def _forward(self, xs, training):
+    def _merge_forward(self, xs, training):
         a = self._axis(xs[0].ndim - 1) + 1
         return np.concatenate(xs, axis=a), (a, [x.shape[a] for x in xs])
 
-    def _backward(self, ctx, dy, need_input_grad):
+    def _merge_backward(self, ctx, dy, need_input_grad):
         a, sizes = ctx
         if not need_input_grad:
             return [None] * len(sizes)
@@ -185,27 +198,23 @@ class EuclideanDistance(Merge):
 
     def __init__(self, epsilon=1e-7, **kwargs):
         super().__init__(**kwargs)
-        if (
-            isinstance(epsilon, bool)
-            or not isinstance(epsilon, (int, float))
-            or not np.isfinite(epsilon)
-            or epsilon <= 0
-        ):
+        eps = real(epsilon, "epsilon")  # (an int beyond float range: a ValueError)
+        if not np.isfinite(eps) or eps <= 0:
             raise ValueError(f"epsilon must be a positive number, got {epsilon!r}")
-        self.epsilon = float(epsilon)
+        self.epsilon = eps
 
     def compute_output_shape(self, input_shape):
         super().compute_output_shape(input_shape)
         return (1,)
 
-    def _forward(self, xs, training):
+    def _merge_forward(self, xs, training):
         diff = (xs[0] - xs[1]).reshape(len(xs[0]), -1)
         sq = np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
         floored = sq < self.epsilon
         d = np.sqrt(np.maximum(sq, self.epsilon)).astype(np.float32)
         return d[:, None], (diff, d, floored, xs[0].shape)
 
-    def _backward(self, ctx, dy, need_input_grad):
+    def _merge_backward(self, ctx, dy, need_input_grad):
         diff, d, floored, shape = ctx
         if not need_input_grad:
             return [None, None]

@@ -129,7 +129,7 @@ class BatchNormalization(Layer):
         self.moving_variance.value += (1 - m) * var
         return self._restore(y, x.shape, axis), (rows, mean, var, True, axis, x.shape)
 
-    def backward(self, ctx, dy, need_input_grad=True):
+    def _backward(self, ctx, dy, need_input_grad):
         rows, mean, var, batch_stats, axis, shape = ctx
         dy = self._grad(dy, shape)
         g, _ = self._as_rows(dy)

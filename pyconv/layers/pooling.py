@@ -52,7 +52,7 @@ class _Pooling2D(Layer):
             data_format=self._fmt,
         )
 
-    def backward(self, ctx, dy, need_input_grad=True):
+    def _backward(self, ctx, dy, need_input_grad):
         x, shape = ctx
         dy = self._grad(dy, shape)
         return self._pool_backward(dy, x) if need_input_grad else None

@@ -41,7 +41,7 @@ class _RandomAffine(Layer):
         )
         return functional.affine_warp(x, m, self.fill_mode, self.fill_value), (True, x.shape)
 
-    def backward(self, ctx, dy, need_input_grad=True):
+    def _backward(self, ctx, dy, need_input_grad):
         transformed, shape = ctx
         dy = self._grad(dy, shape)
         if not need_input_grad:

@@ -1,48 +1,16 @@
-"""ONNX interoperability: write a pyconv model as an ONNX file, build a pyconv model from one.
+"""ONNX file -> pyconv layer graph (``pyconv.onnx.load``; the ops it reads and how layouts
+are handled are in the package's doc).
 
-    import pyconv.onnx
-
-    pyconv.onnx.export(model, "model.onnx")   # opset 17; runs in onnxruntime, TensorRT, ...
-    model = pyconv.onnx.load("model.onnx")     # a pyconv layer graph (pyconv.Model)
-
-Needs the ``onnx`` package (``pip install pyconv[onnx]``, which brings onnxruntime too);
-``import pyconv`` itself never imports it.
-
-Layouts. pyconv computes channels last (NHWC activations, HWIO kernels); ONNX's Conv and
-pooling are NCHW (OIHW kernels).
-
-- ``export`` keeps pyconv's interface: the ONNX model takes the same NHWC batches as
-  ``model.predict`` and returns the same arrays. Kernels are written OIHW, a ``Transpose`` to
-  NCHW goes in front of the first convolution, and one back to NHWC in front of a
-  ``Flatten``, so the flattened features keep pyconv's (h, w, c) order and the Dense
-  weights after it are written unchanged (the numbers are the same, not re-ordered sums).
-- ``load`` returns a model that takes NHWC inputs, like every pyconv model, where the ONNX
-  model takes NCHW (``data_format="channels_first"`` keeps NCHW instead: the layers then run
-  channels first). The weights are transposed once at load; where an NCHW tensor is
-  flattened into a Gemm/MatMul, pyconv's Flatten gives (h, w, c) order and the rows of the
-  following Dense kernel are permuted to match, so the outputs equal the ONNX model's. A
-  4-D output comes back channels last. An input that feeds a ``Transpose(perm=[0, 3, 1, 2])``
-  is taken to be NHWC already (files written by ``export``, tf2onnx), and that Transpose
-  disappears.
-
-Ops. ``export`` writes Conv, Gemm (MatMul + Add for Dense layers over more than 2 axes),
-Relu, LeakyRelu, Clip (capped ReLU), Elu, Sigmoid, Tanh, Softplus, Softmax (an activation
-fused into Conv2D/Dense becomes its own node), MaxPool, AveragePool (``count_include_pad=0``,
-as pyconv's AveragePooling2D), GlobalAveragePool, GlobalMaxPool, BatchNormalization
-(inference), Add, Sub, Mul, Concat, Flatten, Reshape and Transpose; Dropout and the
-random-augmentation layers (the identity at inference) are left out. Any other layer is a
-ValueError naming it.
-
-``load`` reads Conv (any ``group``, strides, pads, dilations, ``auto_pad``), Gemm,
-MatMul (+ Add of a bias), Relu, LeakyRelu, Elu, Sigmoid, Tanh, Softplus, Softmax, Clip
-(min 0: a capped ReLU), MaxPool, AveragePool (``count_include_pad=1`` with padding becomes a
-frozen depthwise convolution of 1/(kh*kw): the same sums as PyTorch's divisor),
-GlobalAveragePool, GlobalMaxPool, BatchNormalization (inference), Flatten, Reshape, Transpose
-(of layouts, as above), Add, Sub, Mul, Sum, Concat, Dropout, Identity, Constant and
-initializers. An activation right after a Conv/Gemm/MatMul is fused into the layer (as a
-Keras model is built: ``Dense(10, activation="softmax")``). Any other op is a ValueError
-naming the op type and the node. The file is parsed as data (protobuf); nothing in it is
-executed.
+How it works: ``_Importer.build`` walks the ONNX nodes in file order (ONNX requires a
+topological order) and calls ``op_<OpType>`` for each, which adds pyconv layers on the
+symbolic tensors built so far. Every computed ONNX tensor is held as a ``_Sym``: the pyconv
+tensor plus how its layout relates to the ONNX one (``q``: axis permutation; ``feat``: the
+feature order after flattening an NCHW tensor channels last), so weights are transposed or
+permuted once at load instead of adding layout layers. Constants (initializers, ``Constant``
+nodes) are NumPy arrays and become layer weights. A fused node (an activation after a
+Conv/Gemm/MatMul, the Add of a MatMul's bias, the Flatten after a global pool) is folded
+into the layer before it and skipped. A new op: an ``op_<OpType>`` method and its name in
+``_SUPPORTED_OPS``.
 """
 
 from __future__ import annotations
@@ -53,364 +21,11 @@ import re
 
 import numpy as np
 
-from . import activations as A
-from . import layers as L
-from ._shapes import pool_output_size, resolve_padding, same_pads
-from .saving import atomic_write
-from .utils import _name_counts
-
-__all__ = ["export", "load"]
-
-_TO_NCHW = (0, 3, 1, 2)  # NHWC -> NCHW
-_TO_NHWC = (0, 2, 3, 1)  # NCHW -> NHWC
-_MIN_OPSET = 13  # Softmax over one axis, Clip/Reshape bounds as inputs
-
-
-def _require_onnx():
-    try:
-        import onnx
-        import onnx.numpy_helper  # noqa: F401
-    except ImportError as e:
-        raise ImportError(
-            "pyconv.onnx needs the onnx package (and onnxruntime to run the files): "
-            "pip install pyconv[onnx]"
-        ) from e
-    return onnx
-
-
-# =========================================================================================
-# export
-# =========================================================================================
-
-
-class _Value:
-    """A pyconv tensor in the ONNX graph: its ONNX names in pyconv's own layout ("P") and,
-    for 4-D tensors, transposed to the other image layout ("T": NCHW for NHWC tensors)."""
-
-    __slots__ = ("rank", "forms", "hint")
-
-    def __init__(self, rank: int, hint: str, **forms):
-        self.rank, self.hint, self.forms = rank, hint, forms
-
-
-class _Exporter:
-    def __init__(self, onnx, opset: int):
-        self.onnx, self.helper, self.opset = onnx, onnx.helper, opset
-        self.nodes: list = []
-        self.initializers: list = []
-        self.tensor_names: set[str] = set()
-        self.node_names: set[str] = set()
-        self.values: dict = {}
-
-    # --- names, constants, nodes ---------------------------------------------------------
-
-    @staticmethod
-    def _fresh(pool: set, base: str) -> str:
-        name, k = base, 0
-        while name in pool:
-            k += 1
-            name = f"{base}_{k}"
-        pool.add(name)
-        return name
-
-    def const(self, base: str, array) -> str:
-        name = self._fresh(self.tensor_names, base)
-        self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(array), name))
-        return name
-
-    def node(self, op: str, inputs, base: str, **attrs) -> str:
-        out = self._fresh(self.tensor_names, base)
-        name = self._fresh(self.node_names, base)
-        self.nodes.append(self.helper.make_node(op, list(inputs), [out], name=name, **attrs))
-        return out
-
-    def get(self, key, form: str) -> str:
-        """The ONNX name of tensor ``key`` in ``form`` ("P" or "T"), transposing once."""
-        v = self.values[key]
-        if form not in v.forms:
-            if form == "P":
-                v.forms["P"] = self.node("Transpose", [v.forms["T"]], v.hint + "/to_nhwc",
-                                         perm=list(_TO_NHWC))  # fmt: skip
-            else:
-                v.forms["T"] = self.node("Transpose", [v.forms["P"]], v.hint + "/to_nchw",
-                                         perm=list(_TO_NCHW))  # fmt: skip
-        return v.forms[form]
-
-    def set(self, key, rank: int, hint: str, **forms) -> None:
-        self.values[key] = _Value(rank, hint, **forms)
-
-    def common_form(self, keys) -> str:
-        """T when every input is 4-D and one is already NCHW (no transpose needed), else P."""
-        vals = [self.values[k] for k in keys]
-        if all(v.rank == 4 for v in vals) and any("T" in v.forms for v in vals):
-            return "T"
-        return "P"
-
-    # --- activations ---------------------------------------------------------------------
-
-    def activation(self, act, x: str, base: str, rank: int, form: str, layer) -> str:
-        t = type(act)
-        if t is A.Linear:
-            return x
-        if t in (A.Relu, A.LeakyRelu):
-            if act.negative_slope:
-                x = self.node("LeakyRelu", [x], base, alpha=float(act.negative_slope))
-            elif act.max_value is None:
-                return self.node("Relu", [x], base)
-            if act.max_value is None:
-                return x
-            lo = "" if act.negative_slope else self.const(base + "/min", np.float32(0))
-            hi = self.const(base + "/max", np.float32(act.max_value))
-            return self.node("Clip", [x, lo, hi], base)
-        if t is A.Elu:
-            return self.node("Elu", [x], base, alpha=float(act.alpha))
-        simple = {A.Sigmoid: "Sigmoid", A.Tanh: "Tanh", A.Softplus: "Softplus"}
-        if t in simple:
-            return self.node(simple[t], [x], base)
-        if t is A.Softmax:  # pyconv's softmax is over the last axis of its own layout
-            return self.node("Softmax", [x], base, axis=1 if form == "T" else rank - 1)
-        raise ValueError(
-            f"layer {layer.name!r} ({type(layer).__name__}): activation {act.name!r} "
-            f"({t.__name__}) has no ONNX export"
-        )
-
-    # --- layers ---------------------------------------------------------------------------
-
-    def layer(self, layer, in_keys, in_shapes, out_key, out_shape) -> None:
-        t = type(layer)
-        name = layer.name
-        rank = len(out_shape) + 1
-        if t in _IDENTITY_LAYERS:  # Dropout, augmentation: the identity at inference
-            self.values[out_key] = self.values[in_keys[0]]
-            return
-        if t is L.Conv2D:
-            self._conv(layer, in_keys[0], in_shapes[0], out_key)
-        elif t is L.Dense:
-            self._dense(layer, in_keys[0], len(in_shapes[0]) + 1, out_key)
-        elif t in (L.MaxPooling2D, L.AveragePooling2D):
-            self._pool(layer, in_keys[0], in_shapes[0], out_key)
-        elif t in (L.GlobalAveragePooling2D, L.GlobalMaxPooling2D):
-            form = "T" if layer._fmt == "NHWC" else "P"
-            op = "GlobalAveragePool" if t is L.GlobalAveragePooling2D else "GlobalMaxPool"
-            y = self.node(op, [self.get(in_keys[0], form)], name)
-            if layer.keepdims:
-                self.set(out_key, 4, name, **{form: y})
-            else:
-                self.set(out_key, 2, name, P=self.node("Flatten", [y], name + "/flatten", axis=1))
-        elif t is L.BatchNormalization:
-            self._batch_norm(layer, in_keys[0], len(in_shapes[0]) + 1, out_key)
-        elif t is L.Flatten:
-            v = self.values[in_keys[0]]
-            x = self.get(in_keys[0], "P")
-            if layer.data_format == "channels_first" and v.rank > 2:  # read as (N, ..., C)
-                perm = [0, *range(2, v.rank), 1]
-                x = self.node("Transpose", [x], name + "/channels_last", perm=perm)
-            self.set(out_key, 2, name, P=self.node("Flatten", [x], name, axis=1))
-        elif t is L.Reshape:
-            shape = self.const(name + "/shape", np.array([-1, *out_shape], np.int64))
-            self.set(out_key, rank, name,
-                     P=self.node("Reshape", [self.get(in_keys[0], "P"), shape], name))  # fmt: skip
-        elif t in (L.Activation, L.ReLU, L.LeakyReLU, L.ELU, L.Softmax):
-            form = self.common_form(in_keys)
-            x = self.get(in_keys[0], form)
-            y = self.activation(layer.activation, x, name, rank, form, layer)
-            if y == x:  # linear
-                self.values[out_key] = self.values[in_keys[0]]
-            else:
-                self.set(out_key, rank, name, **{form: y})
-        elif t in (L.Add, L.Subtract, L.Multiply):
-            form = self.common_form(in_keys)
-            op = {L.Add: "Add", L.Subtract: "Sub", L.Multiply: "Mul"}[t]
-            xs = [self.get(k, form) for k in in_keys]
-            y = xs[0]
-            for i, x in enumerate(xs[1:]):  # left to right, as pyconv sums
-                y = self.node(op, [y, x], name if i == len(xs) - 2 else f"{name}/{op.lower()}")
-            self.set(out_key, rank, name, **{form: y})
-        elif t is L.Concatenate:
-            form = self.common_form(in_keys)
-            axis = layer._axis(rank - 1) + 1
-            if form == "T":
-                axis = _TO_NCHW.index(axis)
-            xs = [self.get(k, form) for k in in_keys]
-            self.set(out_key, rank, name, **{form: self.node("Concat", xs, name, axis=axis)})
-        else:
-            raise ValueError(
-                f"layer {name!r} ({t.__name__}) has no ONNX export; pyconv.onnx.export "
-                f"supports {', '.join(sorted(c.__name__ for c in _EXPORTABLE))}"
-            )
-
-    def _conv(self, layer, key, in_shape, out_key) -> None:
-        name = layer.name
-        form = "T" if layer._fmt == "NHWC" else "P"
-        h, w = (in_shape[0], in_shape[1]) if layer._fmt == "NHWC" else (in_shape[1], in_shape[2])
-        t, b, l, r = resolve_padding(
-            layer.padding, (h, w), layer.kernel_size, layer.strides, layer.dilation_rate
-        )
-        inputs = [
-            self.get(key, form),
-            self.const(name + "/kernel", layer.kernel.value.transpose(3, 2, 0, 1)),  # OIHW
-        ]
-        if layer.bias is not None:
-            inputs.append(self.const(name + "/bias", layer.bias.value))
-        y = self.node(
-            "Conv", inputs, name,
-            kernel_shape=list(layer.kernel_size), strides=list(layer.strides),
-            pads=[t, l, b, r], dilations=list(layer.dilation_rate), group=layer.groups,
-        )  # fmt: skip
-        y = self.activation(layer.activation, y, f"{name}/{layer.activation.name}", 4, form, layer)
-        self.set(out_key, 4, name, **{form: y})
-
-    def _dense(self, layer, key, rank, out_key) -> None:
-        name = layer.name
-        x = self.get(key, "P")
-        kernel = self.const(name + "/kernel", layer.kernel.value)
-        bias = None if layer.bias is None else self.const(name + "/bias", layer.bias.value)
-        if rank == 2:
-            y = self.node("Gemm", [x, kernel] + ([bias] if bias else []), name)
-        else:  # Dense acts on the last axis: MatMul broadcasts over the others
-            y = self.node("MatMul", [x, kernel], name if bias is None else name + "/matmul")
-            if bias is not None:
-                y = self.node("Add", [y, bias], name)
-        y = self.activation(layer.activation, y, f"{name}/{layer.activation.name}", rank, "P",
-                            layer)  # fmt: skip
-        self.set(out_key, rank, name, P=y)
-
-    def _pool(self, layer, key, in_shape, out_key) -> None:
-        name = layer.name
-        form = "T" if layer._fmt == "NHWC" else "P"
-        h, w = (in_shape[0], in_shape[1]) if layer._fmt == "NHWC" else (in_shape[1], in_shape[2])
-        t, b, l, r = resolve_padding(layer.padding, (h, w), layer.pool_size, layer.strides, (1, 1))
-        attrs = dict(kernel_shape=list(layer.pool_size), strides=list(layer.strides),
-                     pads=[t, l, b, r])  # fmt: skip
-        x = self.get(key, form)
-        if type(layer) is L.MaxPooling2D:
-            y = self.node("MaxPool", [x], name, **attrs)
-        else:  # pyconv (as Keras) averages over the cells inside the image only
-            y = self.node("AveragePool", [x], name, count_include_pad=0, **attrs)
-        self.set(out_key, 4, name, **{form: y})
-
-    def _batch_norm(self, layer, key, rank, out_key) -> None:
-        name = layer.name
-        c = layer.moving_mean.shape[0]
-        gamma = np.ones(c, np.float32) if layer.gamma is None else layer.gamma.value
-        beta = np.zeros(c, np.float32) if layer.beta is None else layer.beta.value
-        mm, mv = layer.moving_mean.value, layer.moving_variance.value
-        axis = layer._feature_axis(rank)
-        form = "P" if axis == 1 else "T" if rank == 4 and _TO_NCHW.index(axis) == 1 else None
-        if form is not None:  # ONNX normalizes axis 1
-            params = [self.const(f"{name}/{n}", a) for n, a in
-                      (("gamma", gamma), ("beta", beta), ("moving_mean", mm),
-                       ("moving_variance", mv))]  # fmt: skip
-            y = self.node("BatchNormalization", [self.get(key, form), *params], name,
-                          epsilon=float(layer.epsilon), momentum=float(layer.momentum))  # fmt: skip
-            self.set(out_key, rank, name, **{form: y})
-            return
-        # another axis: y = x * scale + shift, computed as pyconv's inference computes them
-        scale = np.float32(1.0) * gamma / np.sqrt(mv + np.float32(layer.epsilon))
-        shift = (beta - mm * scale).astype(np.float32)
-        shape = [1] * rank
-        shape[axis] = c
-        x = self.get(key, "P")
-        y = self.node("Mul", [x, self.const(name + "/scale", scale.reshape(shape))], name + "/mul")
-        y = self.node("Add", [y, self.const(name + "/shift", shift.reshape(shape))], name)
-        self.set(out_key, rank, name, P=y)
-
-
-_IDENTITY_LAYERS = {L.Dropout, L.RandomFlip, L.RandomRotation, L.RandomTranslation, L.RandomZoom}
-_EXPORTABLE = {
-    L.Conv2D, L.Dense, L.MaxPooling2D, L.AveragePooling2D, L.GlobalAveragePooling2D,
-    L.GlobalMaxPooling2D, L.BatchNormalization, L.Flatten, L.Reshape, L.Activation, L.ReLU,
-    L.LeakyReLU, L.ELU, L.Softmax, L.Add, L.Subtract, L.Multiply, L.Concatenate,
-    *_IDENTITY_LAYERS,
-}  # fmt: skip
-
-
-def _model_steps(model):
-    """(inputs, steps, outputs) of a Sequential or a layer graph: inputs and outputs as
-    (key, name, per-sample shape), steps as (layer, input keys, input shapes, output key,
-    output shape) in an order where every input is computed before it is used."""
-    from .graph import Functional
-    from .models import Sequential
-
-    if isinstance(model, Functional):
-        inputs = [(id(t.node), t.layer.name, t.shape[1:]) for t in model.inputs]
-        steps = [
-            (n.layer, [id(t.node) for t in n.inbound], [t.shape[1:] for t in n.inbound],
-             id(n), n.output.shape[1:])
-            for n in model._nodes
-            if n.inbound
-        ]  # fmt: skip
-        outputs = [(id(t.node), t.layer.name, t.shape[1:]) for t in model.outputs]
-        return inputs, steps, outputs
-    if isinstance(model, Sequential):
-        if not model.built:
-            raise ValueError(
-                f"model {model.name!r} is not built: give it an input shape before exporting"
-            )
-        input_layer = model._input_layer
-        shape = tuple(model.input_shape[1:])
-        inputs = [(0, "input" if input_layer is None else input_layer.name, shape)]
-        steps = []
-        for i, layer in enumerate(model.layers):
-            steps.append((layer, [i], [shape], i + 1, tuple(layer.output_shape)))
-            shape = tuple(layer.output_shape)
-        last = model.layers[-1].name if model.layers else "output"
-        return inputs, steps, [(len(model.layers), last, shape)]
-    raise TypeError(f"model must be a pyconv Sequential or Model, got {type(model).__name__}")
-
-
-def export(model, path, opset: int = 17) -> None:
-    """Write ``model`` (Sequential or layer graph) as an ONNX file at ``path`` (atomically:
-    a temporary file renamed over it). The ONNX model takes NHWC batches of any size, as
-    ``model.predict`` does, and returns what ``predict`` returns (its inputs and outputs are
-    named after the model's Input and output layers). ``opset`` >= 13. Training-only layers
-    (Dropout, random augmentation) are left out; a layer with no ONNX counterpart raises
-    ValueError naming it."""
-    onnx = _require_onnx()
-    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)):
-        raise TypeError(f"opset must be an int, got {type(opset).__name__}")
-    latest = onnx.defs.onnx_opset_version()
-    if not _MIN_OPSET <= opset <= latest:
-        raise ValueError(
-            f"opset must be in [{_MIN_OPSET}, {latest}] (this onnx package), got {opset}"
-        )
-    inputs, steps, outputs = _model_steps(model)
-    ex = _Exporter(onnx, int(opset))
-    helper = onnx.helper
-    FLOAT = onnx.TensorProto.FLOAT
-    # the graph's input and output names come first: intermediate names give way to them
-    in_names = [ex._fresh(ex.tensor_names, name) for _, name, _ in inputs]
-    out_names = [ex._fresh(ex.tensor_names, name) for _, name, _ in outputs]
-    graph_inputs = []
-    for (key, _, shape), name in zip(inputs, in_names):
-        ex.set(key, len(shape) + 1, name, P=name)
-        graph_inputs.append(helper.make_tensor_value_info(name, FLOAT, ["N", *shape]))
-    for layer, in_keys, in_shapes, out_key, out_shape in steps:
-        ex.layer(layer, in_keys, in_shapes, out_key, out_shape)
-    graph_outputs = []
-    for (key, _, shape), name in zip(outputs, out_names):
-        node_name = ex._fresh(ex.node_names, name)
-        ex.nodes.append(helper.make_node("Identity", [ex.get(key, "P")], [name], name=node_name))
-        graph_outputs.append(helper.make_tensor_value_info(name, FLOAT, ["N", *shape]))
-    graph = helper.make_graph(
-        ex.nodes, model.name, graph_inputs, graph_outputs, initializer=ex.initializers,
-        doc_string="exported by pyconv: NHWC (channels-last) inputs, as the pyconv model",
-    )  # fmt: skip
-    from . import __version__
-
-    opsets = [helper.make_opsetid("", int(opset))]
-    proto = helper.make_model(
-        graph, opset_imports=opsets, producer_name="pyconv", producer_version=__version__
-    )
-    proto.ir_version = helper.find_min_ir_version_for(opsets)  # readable by older runtimes
-    onnx.checker.check_model(proto)
-    data = proto.SerializeToString()
-    atomic_write(path, lambda f: f.write(data))
-
-
-# =========================================================================================
-# load
-# =========================================================================================
+from .. import activations as A
+from .. import layers as L
+from .._shapes import pool_output_size, resolve_padding, same_pads
+from ..utils import reserve_name, snake_case
+from ._common import TO_NCHW, TO_NHWC, fresh_name, require_onnx
 
 
 class _Sym:
@@ -455,12 +70,10 @@ _SUPPORTED_OPS = sorted(
 )  # fmt: skip
 
 
-def _reserve_name(name: str) -> None:
-    """Advance pyconv's automatic names past ``name`` (a later ``Dense()`` in this process
-    is not named like an imported layer, which would clash in a new model)."""
-    m = re.fullmatch(r"(.+?)(?:_(\d+))?", name)
-    prefix, n = m.group(1), int(m.group(2) or 0)
-    _name_counts[prefix] = max(_name_counts.get(prefix, 0), n + 1)
+def _safe_name(text: str, strip: str = "_.-") -> str:
+    """``text`` with every run of characters other than letters, digits, ``_.-`` made one
+    ``_`` (the names pyconv saves), ``strip`` stripped from both ends; maybe empty."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip(strip)
 
 
 class _Importer:
@@ -493,15 +106,12 @@ class _Importer:
     # --- helpers ---------------------------------------------------------------------------
 
     def layer_name(self, node) -> str:
-        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", node.name or "").strip("_.-")
-        if not base:
-            base = re.sub(r"(?<!^)(?=[A-Z])", "_", node.op_type).lower()
-        name, k = base, 0
-        while name in self.layer_names:
-            k += 1
-            name = f"{base}_{k}"
-        self.layer_names.add(name)
-        _reserve_name(name)
+        """The node's name, else its op's ("max_pool"), unique in the model."""
+        return self.unique_layer_name(_safe_name(node.name or "") or snake_case(node.op_type))
+
+    def unique_layer_name(self, base: str) -> str:
+        name = fresh_name(self.layer_names, base)
+        reserve_name(name)
         return name
 
     def where(self, node) -> str:
@@ -548,7 +158,7 @@ class _Importer:
     def image(self, node, i: int = 0) -> _Sym:
         """An input that must be an NCHW image batch, in the layout the layers run in."""
         v = self.sym(node, i)
-        want = _TO_NHWC if self.channels_last else None
+        want = TO_NHWC if self.channels_last else None
         if v.rank != 4 or v.q != want:
             raise ValueError(
                 f"{self.where(node)}: needs a 4-D NCHW image tensor, got shape "
@@ -569,7 +179,7 @@ class _Importer:
         self.values[node.output[0]] = value
 
     def image_out(self, tensor) -> _Sym:
-        return _sym_from_pyconv(tensor, _TO_NHWC if self.channels_last else None)
+        return _sym_from_pyconv(tensor, TO_NHWC if self.channels_last else None)
 
     @property
     def fmt(self) -> str:
@@ -632,7 +242,7 @@ class _Importer:
     # --- the graph -------------------------------------------------------------------------
 
     def build(self):
-        from .models import Model
+        from ..models import Model
 
         numpy_helper = self.onnx.numpy_helper
         for init in self.graph.initializer:
@@ -677,7 +287,7 @@ class _Importer:
             outputs.append(v.tensor)
         if not outputs:
             raise ValueError(f"{self.path!r}: the graph has no outputs")
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.graph.name or "").strip("_") or "onnx_model"
+        name = _safe_name(self.graph.name or "", strip="_") or "onnx_model"
         return Model(
             inputs if len(inputs) > 1 else inputs[0],
             outputs if len(outputs) > 1 else outputs[0],
@@ -700,20 +310,14 @@ class _Importer:
         if len(shape) == 4:
             readers = self.consumers.get(vi.name, [])
             nhwc = any(
-                n.op_type == "Transpose" and list(self.attrs(n).get("perm", [])) == list(_TO_NCHW)
+                n.op_type == "Transpose" and list(self.attrs(n).get("perm", [])) == list(TO_NCHW)
                 for n in readers
             )
             if nhwc:  # already channels last (NHWC); the Transpose makes it NCHW
-                q = None if self.channels_last else _TO_NCHW
+                q = None if self.channels_last else TO_NCHW
             else:
-                q = _TO_NHWC if self.channels_last else None
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", vi.name).strip("_.-") or "input"
-        k, base = 0, name
-        while name in self.layer_names:
-            k += 1
-            name = f"{base}_{k}"
-        self.layer_names.add(name)
-        _reserve_name(name)
+                q = TO_NHWC if self.channels_last else None
+        name = self.unique_layer_name(_safe_name(vi.name) or "input")
         pshape = onnx_shape if q is None else tuple(onnx_shape[k] for k in q)
         tensor = L.Input(pshape[1:], name=name)
         self.values[vi.name] = _Sym(tensor, onnx_shape, q)
@@ -784,7 +388,7 @@ class _Importer:
 
     def image_out_probe(self, x: _Sym, channels: int) -> _Sym:
         """A stand-in for an image output (its layout), to decide on fusing a softmax."""
-        return _Sym(None, (None, channels, 1, 1), _TO_NHWC if self.channels_last else None)
+        return _Sym(None, (None, channels, 1, 1), TO_NHWC if self.channels_last else None)
 
     def padding(self, node, at, x: _Sym, kernel, strides, dilations, pooling=False):
         """ONNX pads / auto_pad -> pyconv's padding argument."""
@@ -1139,7 +743,7 @@ def load(path, data_format: str = "channels_last"):
     ``"channels_first"``: NCHW in and out, the layers running channels first. The model is
     ready for ``predict``, ``compile``/``fit`` (fine-tuning), ``save``. Ops outside the
     supported set (see the module's doc) raise ValueError naming the op and the node."""
-    onnx = _require_onnx()
+    onnx = require_onnx()
     if data_format not in ("channels_last", "channels_first"):
         raise ValueError(
             f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}"
