@@ -13,7 +13,9 @@
 
 #include "buffer_pool.h"
 #include "checked.h"
+#include "conv_plan.h"
 #include "core.h"
+#include "native_tests.h"
 
 namespace py = pybind11;
 using pyconv::checked_add;
@@ -186,7 +188,7 @@ void max_pool2d_forward(const py::array& x, py::array& y, int64_t kh, int64_t kw
   expect_shape(yv, "y", p.N, p.C, p.OH, p.OW);
   const int nt = pyconv::kernel_threads();
   py::gil_scoped_release nogil;
-  pyconv::active_kernels().max_pool2d_forward(p, xv, yv, nt);
+  pyconv::active_kernels().max_pool2d_forward(pyconv::MaxPoolForwardParams{p}, xv, yv, nt);
 }
 
 void max_pool2d_backward(const py::array& gy, const py::array& x, py::array& gx, int64_t kh,
@@ -199,7 +201,7 @@ void max_pool2d_backward(const py::array& gy, const py::array& x, py::array& gx,
   expect_shape(gxv, "grad_x", p.N, p.C, p.H, p.W);
   const int nt = pyconv::kernel_threads();
   py::gil_scoped_release nogil;
-  pyconv::active_kernels().max_pool2d_backward(p, gyv, xv, gxv, nt);
+  pyconv::active_kernels().max_pool2d_backward(pyconv::MaxPoolBackwardParams{p}, gyv, xv, gxv, nt);
 }
 
 void avg_pool2d_forward(const py::array& x, py::array& y, int64_t kh, int64_t kw, int64_t sh,
@@ -211,7 +213,7 @@ void avg_pool2d_forward(const py::array& x, py::array& y, int64_t kh, int64_t kw
   expect_shape(yv, "y", p.N, p.C, p.OH, p.OW);
   const int nt = pyconv::kernel_threads();
   py::gil_scoped_release nogil;
-  pyconv::active_kernels().avg_pool2d_forward(p, xv, yv, nt);
+  pyconv::active_kernels().avg_pool2d_forward(pyconv::AvgPoolForwardParams{p}, xv, yv, nt);
 }
 
 void avg_pool2d_backward(const py::array& gy, py::array& gx, int64_t kh, int64_t kw, int64_t sh,
@@ -224,7 +226,7 @@ void avg_pool2d_backward(const py::array& gy, py::array& gx, int64_t kh, int64_t
   expect_shape(gyv, "grad_out", p.N, p.C, p.OH, p.OW);
   const int nt = pyconv::kernel_threads();
   py::gil_scoped_release nogil;
-  pyconv::active_kernels().avg_pool2d_backward(p, gyv, gxv, nt);
+  pyconv::active_kernels().avg_pool2d_backward(pyconv::AvgPoolBackwardParams{p}, gyv, gxv, nt);
 }
 
 // --- batch norm: (M, C) C-contiguous float32 rows and (C,) vectors --------------------
@@ -420,10 +422,101 @@ py::array empty_array(const std::vector<int64_t>& shape) {
   return py::array_t<float>(shape, static_cast<float*>(block->data), owner);
 }
 
+pyconv::ConvAlgo parse_conv_algorithm(const std::string& name) {
+  if (name == "auto") return pyconv::ConvAlgo::Auto;
+  if (name == "direct") return pyconv::ConvAlgo::Direct;
+  if (name == "winograd") return pyconv::ConvAlgo::Winograd;
+  fail("algorithm must be 'auto', 'direct' or 'winograd', got '" + name + "'");
+}
+
+// --- test hooks (tests/test_cpp.py) -------------------------------------------------------
+
+const char* method_name(pyconv::ConvMethod m) {
+  switch (m) {
+    case pyconv::ConvMethod::Winograd:
+      return "winograd";
+    case pyconv::ConvMethod::SmallMatmul:
+      return "small_matmul";
+    default:
+      return "direct";
+  }
+}
+
+const char* weight_layout_name(pyconv::WeightLayout l) {
+  switch (l) {
+    case pyconv::WeightLayout::HwioInPlace:
+      return "hwio_in_place";
+    case pyconv::WeightLayout::WinogradTiles:
+      return "winograd_tiles";
+    case pyconv::WeightLayout::DenseCO:
+      return "dense_co";
+    default:
+      return "packed_tiles";
+  }
+}
+
+py::dict tiling_dict(const pyconv::Tiling& t) {
+  using namespace pybind11::literals;
+  return py::dict("vectors"_a = t.nv, "pixels"_a = t.pmax, "channels"_a = t.nt, "tiles"_a = t.ntl);
+}
+
+// The forward plan of a geometry (x (N, C, H, W), w (O, C/groups, KH, KW)) as a dict, for the
+// active ISA, algorithm setting and thread count unless given.
+py::dict plan_conv(const std::vector<int64_t>& x_shape, const std::vector<int64_t>& w_shape,
+                   int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
+                   int64_t dh, int64_t dw, int64_t groups, const std::optional<std::string>& isa,
+                   const std::optional<std::string>& algorithm, std::optional<int> threads,
+                   bool x_dense_nhwc, bool y_dense_nhwc, bool w_dense_hwio) {
+  if (x_shape.size() != 4 || w_shape.size() != 4) fail("x_shape and w_shape must have 4 dims");
+  for (int64_t d : x_shape)
+    if (d < 1) fail("x_shape must be positive");
+  for (int64_t d : w_shape)
+    if (d < 1) fail("w_shape must be positive");
+  const ConstView4 x{nullptr, x_shape[0], x_shape[1], x_shape[2], x_shape[3], 0, 0, 0, 0};
+  const ConstView4 w{nullptr, w_shape[0], w_shape[1], w_shape[2], w_shape[3], 0, 0, 0, 0};
+  const ConvParams p = conv_params(x, w, sh, sw, pt, pb, pl, pr, dh, dw, groups);
+  const pyconv::KernelTable* table = &pyconv::active_kernels();
+  if (isa) {
+    table = nullptr;
+    for (const pyconv::KernelTable* t : pyconv::supported_tables())
+      if (*isa == t->name) table = t;
+    if (!table) fail("isa '" + *isa + "' is not supported by this CPU");
+  }
+  const pyconv::ConvAlgo algo =
+      algorithm ? parse_conv_algorithm(*algorithm) : pyconv::conv_algorithm();
+  const int nthreads = threads ? *threads : pyconv::kernel_threads();
+  if (nthreads < 1) fail("threads must be >= 1");
+  const pyconv::ConvPlan plan =
+      pyconv::plan_conv_forward(p, {x_dense_nhwc, y_dense_nhwc, w_dense_hwio}, algo,
+                                {table->vector_width, table->num_vregs}, nthreads);
+  using namespace pybind11::literals;
+  const pyconv::DirectPlan& d = plan.direct;
+  py::dict out(
+      "method"_a = method_name(plan.method),
+      "weight_layout"_a = weight_layout_name(plan.weight_layout),
+      "workspace_bytes"_a = plan.workspace_bytes, "output_size"_a = py::make_tuple(p.OH, p.OW),
+      "direct"_a =
+          py::dict("tiling"_a = tiling_dict(d.tiling), "pack_input"_a = d.pack_input,
+                   "weights_in_place"_a = d.weights_in_place, "pixel_tiles"_a = d.pixel_tiles,
+                   "chunk"_a = d.chunk, "tasks"_a = d.tasks, "threads"_a = d.threads,
+                   "input_floats"_a = d.input_floats, "weight_floats"_a = d.weight_floats,
+                   "bias_floats"_a = d.bias_floats, "out_floats"_a = d.out_floats));
+  if (plan.method == pyconv::ConvMethod::Winograd) {
+    const pyconv::WinogradPlan& g = plan.winograd;
+    out["winograd"] = py::dict(
+        "tiling"_a = tiling_dict(g.tiling), "tiles"_a = g.tiles, "block_tiles"_a = g.block_tiles,
+        "blocks"_a = g.blocks, "input_floats"_a = g.input_floats,
+        "weight_floats"_a = g.weight_floats, "bias_floats"_a = g.bias_floats,
+        "out_floats"_a = g.out_floats, "scratch_floats"_a = g.scratch_floats);
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "pyconv's C++ core (private: use pyconv.functional)";
+  pyconv::check_kernel_tables();  // an incomplete table fails the import, naming its entries
   py::register_exception_translator([](std::exception_ptr e) {
     try {
       if (e) std::rethrow_exception(e);
@@ -496,16 +589,7 @@ PYBIND11_MODULE(_core, m) {
       arg("seconds") = 0.2, "Measured single-thread FMA peak of the active ISA, GFLOP/s");
   m.def(
       "set_conv_algorithm",
-      [](const std::string& name) {
-        if (name == "auto")
-          pyconv::set_conv_algorithm(pyconv::ConvAlgo::Auto);
-        else if (name == "direct")
-          pyconv::set_conv_algorithm(pyconv::ConvAlgo::Direct);
-        else if (name == "winograd")
-          pyconv::set_conv_algorithm(pyconv::ConvAlgo::Winograd);
-        else
-          fail("algorithm must be 'auto', 'direct' or 'winograd', got '" + name + "'");
-      },
+      [](const std::string& name) { pyconv::set_conv_algorithm(parse_conv_algorithm(name)); },
       arg("name"));
   m.def("get_conv_algorithm", [] {
     switch (pyconv::conv_algorithm()) {
@@ -532,14 +616,19 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "release_workspace",
       [] {
-        pyconv::generic::table.release_workspace();
-#if defined(PYCONV_HAVE_X86)
-        pyconv::avx2::table.release_workspace();
-        pyconv::avx512::table.release_workspace();
-#endif
+        for (const pyconv::KernelTable* t : pyconv::supported_tables()) t->release_workspace();
       },
       "Free the calling thread's cached workspaces (all ISAs)");
   m.def(
       "workspace_bytes", [] { return pyconv::active_kernels().workspace_bytes(); },
       "Bytes the calling thread's workspaces of the active ISA hold (its next calls reuse them)");
+  m.def("_plan_conv", &plan_conv, arg("x_shape"), arg("w_shape"), arg("stride_h"), arg("stride_w"),
+        arg("pad_t"), arg("pad_b"), arg("pad_l"), arg("pad_r"), arg("dil_h"), arg("dil_w"),
+        arg("groups"), arg("isa") = py::none(), arg("algorithm") = py::none(),
+        arg("threads") = py::none(), arg("x_dense_nhwc") = true, arg("y_dense_nhwc") = true,
+        arg("w_dense_hwio") = true,
+        "Test hook: the convolution forward's plan for a geometry, as a dict");
+  m.def("_run_native_tests", &pyconv::run_native_tests,
+        "Test hook: runs the C++ unit tests (plans, packing on every supported ISA); returns the "
+        "failures");
 }

@@ -11,6 +11,8 @@
 #include <new>
 #include <vector>
 
+#include "checked.h"
+
 namespace pyconv {
 namespace {
 
@@ -56,6 +58,7 @@ void trim_locked(Pool& p) {
 void* pool_take(std::size_t bytes) {
   // Rounding up must not wrap a huge request around to a small block.
   if (bytes > std::numeric_limits<std::size_t>::max() / 2) throw std::bad_alloc();
+  require_allocatable(static_cast<int64_t>(bytes));
   const std::size_t size = rounded(bytes == 0 ? 1 : bytes);
   if (size >= kMinPooledBytes) {
     Pool& p = pool();

@@ -5,8 +5,11 @@
 // Python) before anything is allocated.
 #pragma once
 
+#include <unistd.h>
+
 #include <cstdint>
 #include <initializer_list>
+#include <new>
 #include <stdexcept>
 #include <string>
 
@@ -27,6 +30,17 @@ inline int64_t checked_add(int64_t a, int64_t b, const char* what) {
   int64_t r;
   if (__builtin_add_overflow(a, b, &r)) throw SizeOverflow(what);
   return r;
+}
+
+// Refuse an allocation larger than the machine's physical memory before asking for it: it
+// can never succeed, and under AddressSanitizer (whose allocator aborts on such sizes instead
+// of throwing) it would end the process. std::bad_alloc becomes MemoryError in Python.
+inline void require_allocatable(int64_t bytes) {
+  static const int64_t physical = [] {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page : INT64_MAX;
+  }();
+  if (bytes > physical) throw std::bad_alloc();
 }
 
 // The product of non-negative factors (a buffer's size in elements).

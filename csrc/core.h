@@ -1,5 +1,6 @@
 // pyconv core: the interface between the bindings, the run-time ISA dispatcher and the
-// per-ISA kernels (csrc/kernels.cpp, compiled once per instruction set).
+// per-ISA kernels (one unit per op family, csrc/conv_direct.cpp ... csrc/peak.cpp, each
+// compiled once per instruction set; see kernel_common.h).
 //
 // Conventions
 // - All tensors are float32 4-D views addressed through element strides given in the
@@ -12,6 +13,9 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <type_traits>
+#include <vector>
 
 namespace pyconv {
 
@@ -56,76 +60,143 @@ struct PoolParams {
   int64_t pad_t, pad_b, pad_l, pad_r;
   bool count_include_pad;  // avg pool only
 };
+// One type per pooling entry: without them max and average pooling's forwards (and average
+// pooling's forward and backward) would share a signature, and could be swapped in the table.
+struct MaxPoolForwardParams : PoolParams {};
+struct MaxPoolBackwardParams : PoolParams {};
+struct AvgPoolForwardParams : PoolParams {};
+struct AvgPoolBackwardParams : PoolParams {};
 
-// The entry points every ISA implements. nthreads is the OpenMP team size to use.
-struct KernelTable {
-  const char* name;
-  int vector_width;  // floats per SIMD register
-  // y = conv(x, w) + bias, then max(y, 0) when relu (fused into the tile stores). bias may be
-  // null.
-  void (*conv2d_forward)(const ConvParams&, ConstView4 x, ConstView4 w, const float* bias,
-                         bool relu, View4 y, int nthreads);
-  // gx = conv_transpose(gy, w)
-  void (*conv2d_backward_data)(const ConvParams&, ConstView4 gy, ConstView4 w, View4 gx,
-                               int nthreads);
-  // gw = sum over pixels of gy (x) x-patch; gbias = sum of gy. Either output may be null.
-  void (*conv2d_backward_weight)(const ConvParams&, ConstView4 gy, ConstView4 x, View4* gw,
-                                 float* gbias, int nthreads);
-  void (*max_pool2d_forward)(const PoolParams&, ConstView4 x, View4 y, int nthreads);
-  void (*max_pool2d_backward)(const PoolParams&, ConstView4 gy, ConstView4 x, View4 gx,
+// --- the kernel table ------------------------------------------------------------------------
+// The entry points every ISA implements, each with its own function type (so that a kernel
+// registered under the wrong name does not compile). nthreads is the OpenMP team size to use.
+//
+// y = conv(x, w) + bias, then max(y, 0) when relu (fused into the tile stores). bias may be
+// null.
+using Conv2dForwardFn = void (*)(const ConvParams&, ConstView4 x, ConstView4 w, const float* bias,
+                                 bool relu, View4 y, int nthreads);
+// gx = conv_transpose(gy, w)
+using Conv2dBackwardDataFn = void (*)(const ConvParams&, ConstView4 gy, ConstView4 w, View4 gx,
+                                      int nthreads);
+// gw = sum over pixels of gy (x) x-patch; gbias = sum of gy. Either output may be null.
+using Conv2dBackwardWeightFn = void (*)(const ConvParams&, ConstView4 gy, ConstView4 x, View4* gw,
+                                        float* gbias, int nthreads);
+using MaxPool2dForwardFn = void (*)(const MaxPoolForwardParams&, ConstView4 x, View4 y,
+                                    int nthreads);
+using MaxPool2dBackwardFn = void (*)(const MaxPoolBackwardParams&, ConstView4 gy, ConstView4 x,
+                                     View4 gx, int nthreads);
+using AvgPool2dForwardFn = void (*)(const AvgPoolForwardParams&, ConstView4 x, View4 y,
+                                    int nthreads);
+using AvgPool2dBackwardFn = void (*)(const AvgPoolBackwardParams&, ConstView4 gy, View4 gx,
+                                     int nthreads);
+// Batch norm over M rows of C contiguous channels (see norm.cpp for the formulas).
+using BatchnormForwardFn = void (*)(const float* x, int64_t M, int64_t C, const float* gamma,
+                                    const float* beta, float eps, float* y, float* mean, float* var,
+                                    int nthreads);
+using BatchnormBackwardFn = void (*)(const float* dy, const float* x, int64_t M, int64_t C,
+                                     const float* gamma, const float* mean, const float* var,
+                                     float eps, bool batch_stats, float* dx, float* dgamma,
+                                     float* dbeta, int nthreads);
+using ChannelAffineFn = void (*)(const float* x, int64_t M, int64_t C, const float* scale,
+                                 const float* shift, float* y, int nthreads);
+// Bilinear affine resampling of NHWC images (augmentation); mats: N x 2x3, fill 0/1/2 =
+// constant / nearest / reflect.
+using AffineWarpFn = void (*)(const float* x, int64_t N, int64_t H, int64_t W, int64_t C,
+                              const float* mats, float* y, int fill, float fill_value,
                               int nthreads);
-  void (*avg_pool2d_forward)(const PoolParams&, ConstView4 x, View4 y, int nthreads);
-  void (*avg_pool2d_backward)(const PoolParams&, ConstView4 gy, View4 gx, int nthreads);
-  // Batch norm over M rows of C contiguous channels (see kernels.cpp for the formulas).
-  void (*batchnorm_forward)(const float* x, int64_t M, int64_t C, const float* gamma,
-                            const float* beta, float eps, float* y, float* mean, float* var,
-                            int nthreads);
-  void (*batchnorm_backward)(const float* dy, const float* x, int64_t M, int64_t C,
-                             const float* gamma, const float* mean, const float* var, float eps,
-                             bool batch_stats, float* dx, float* dgamma, float* dbeta,
-                             int nthreads);
-  void (*channel_affine)(const float* x, int64_t M, int64_t C, const float* scale,
-                         const float* shift, float* y, int nthreads);
-  // Bilinear affine resampling of NHWC images (augmentation); mats: N x 2x3, fill 0/1/2 =
-  // constant / nearest / reflect.
-  void (*affine_warp)(const float* x, int64_t N, int64_t H, int64_t W, int64_t C, const float* mats,
-                      float* y, int fill, float fill_value, int nthreads);
-  // Inverted dropout of n contiguous floats: y[i] = keep(i) ? x[i] * scale : 0, where
-  // keep(i) = hash(i, key) >= threshold (a counter-based mask: the same key gives the same
-  // mask on every ISA and thread count, so backward re-derives it instead of storing it).
-  void (*dropout)(const float* x, int64_t n, uint32_t threshold, float scale, uint64_t key,
-                  float* y, int nthreads);
-  // ReLU backward from the output: dx[i] = y[i] > 0 ? dy[i] : 0 (dx may be dy).
-  void (*relu_backward)(const float* dy, const float* y, int64_t n, float* dx, int nthreads);
-  // One Adam step over n parameters (Keras's rule; step = lr * sqrt(1-b2^t) / (1-b1^t)):
-  // m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); vhat = max(vhat, v) when vhat is given
-  // (AMSGrad); w -= step * m / (sqrt(vhat or v) + eps).
-  void (*adam_update)(float* w, const float* g, float* m, float* v, float* vhat, int64_t n,
-                      float step, float beta_1, float beta_2, float eps, int nthreads);
-  // Measured single-thread FMA throughput of this ISA, GFLOP/s.
-  double (*peak_gflops)(double seconds);
-  void (*release_workspace)();
-  // Bytes the calling thread's workspaces hold now (reused by its next calls).
-  int64_t (*workspace_bytes)();
+// Inverted dropout of n contiguous floats: y[i] = keep(i) ? x[i] * scale : 0, where
+// keep(i) = hash(i, key) >= threshold (a counter-based mask: the same key gives the same
+// mask on every ISA and thread count, so backward re-derives it instead of storing it).
+using DropoutFn = void (*)(const float* x, int64_t n, uint32_t threshold, float scale, uint64_t key,
+                           float* y, int nthreads);
+// ReLU backward from the output: dx[i] = y[i] > 0 ? dy[i] : 0 (dx may be dy).
+using ReluBackwardFn = void (*)(const float* dy, const float* y, int64_t n, float* dx,
+                                int nthreads);
+// One Adam step over n parameters (Keras's rule; step = lr * sqrt(1-b2^t) / (1-b1^t)):
+// m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); vhat = max(vhat, v) when vhat is given
+// (AMSGrad); w -= step * m / (sqrt(vhat or v) + eps).
+using AdamUpdateFn = void (*)(float* w, const float* g, float* m, float* v, float* vhat, int64_t n,
+                              float step, float beta_1, float beta_2, float eps, int nthreads);
+// Measured single-thread FMA throughput of this ISA, GFLOP/s.
+using PeakGflopsFn = double (*)(double seconds);
+// Frees the calling thread's workspaces of this ISA.
+using ReleaseWorkspaceFn = void (*)();
+// Bytes the calling thread's workspaces hold now (reused by its next calls).
+using WorkspaceBytesFn = int64_t (*)();
+
+// Every entry, once: (type, name, the op family's unit that registers it).
+#define PYCONV_KERNEL_ENTRIES(X)                                \
+  X(Conv2dForwardFn, conv2d_forward, conv_direct)               \
+  X(Conv2dBackwardDataFn, conv2d_backward_data, conv_direct)    \
+  X(Conv2dBackwardWeightFn, conv2d_backward_weight, conv_wgrad) \
+  X(MaxPool2dForwardFn, max_pool2d_forward, pool)               \
+  X(MaxPool2dBackwardFn, max_pool2d_backward, pool)             \
+  X(AvgPool2dForwardFn, avg_pool2d_forward, pool)               \
+  X(AvgPool2dBackwardFn, avg_pool2d_backward, pool)             \
+  X(BatchnormForwardFn, batchnorm_forward, norm)                \
+  X(BatchnormBackwardFn, batchnorm_backward, norm)              \
+  X(ChannelAffineFn, channel_affine, norm)                      \
+  X(AffineWarpFn, affine_warp, warp)                            \
+  X(DropoutFn, dropout, eltwise)                                \
+  X(ReluBackwardFn, relu_backward, eltwise)                     \
+  X(AdamUpdateFn, adam_update, eltwise)                         \
+  X(PeakGflopsFn, peak_gflops, peak)                            \
+  X(ReleaseWorkspaceFn, release_workspace, workspace)           \
+  X(WorkspaceBytesFn, workspace_bytes, workspace)
+
+// One ISA's kernels. Filled by name, by each op family's unit (register_<family> in
+// csrc/<family>.cpp); an entry left null is reported by missing_entries() and refused at
+// start-up (dispatch.cpp), never called.
+struct KernelTable {
+  const char* name = nullptr;
+  int vector_width = 0;  // floats per SIMD register
+  int num_vregs = 0;     // SIMD registers (what the convolution plans' tiling depends on)
+#define PYCONV_DECLARE_ENTRY(type, entry, family) type entry = nullptr;
+  PYCONV_KERNEL_ENTRIES(PYCONV_DECLARE_ENTRY)
+#undef PYCONV_DECLARE_ENTRY
 };
 
+// Two entries of one type could be swapped without a compile error: there are none.
+template <class... T>
+struct AllDistinct;
+template <>
+struct AllDistinct<> : std::true_type {};
+template <class T, class... Rest>
+struct AllDistinct<T, Rest...>
+    : std::bool_constant<!(std::is_same_v<T, Rest> || ...) && AllDistinct<Rest...>::value> {};
+#define PYCONV_ENTRY_TYPE(type, entry, family) type,
+static_assert(AllDistinct<PYCONV_KERNEL_ENTRIES(PYCONV_ENTRY_TYPE) void>::value,
+              "two kernel table entries share a function type");
+#undef PYCONV_ENTRY_TYPE
+
+// "isa: entry, entry" for the entries left null; empty when the table is complete.
+std::string missing_entries(const KernelTable& t);
+
+// Each ISA's table, built (by its units' register_<family> functions) on first use. Only
+// call it for an ISA the CPU supports: building it runs code compiled for that ISA.
 namespace generic {
-extern const KernelTable table;
+const KernelTable& kernel_table();
 }
 namespace avx2 {
-extern const KernelTable table;
+const KernelTable& kernel_table();
 }
 namespace avx512 {
-extern const KernelTable table;
+const KernelTable& kernel_table();
 }
 
-// dispatch.cpp
+// --- dispatch.cpp ----------------------------------------------------------------------------
 // Which algorithm 3x3 stride-1 convolutions use: automatic choice, always the direct kernel,
 // or Winograd F(2x2, 3x3) wherever it applies (the last two for tests and benchmarks).
 enum class ConvAlgo { Auto = 0, Direct = 1, Winograd = 2 };
 ConvAlgo conv_algorithm();
 void set_conv_algorithm(ConvAlgo a);
+// The active ISA's table. The first call checks every supported ISA's table (see
+// check_kernel_tables), so a missing entry is an error at start-up, not a null call.
 const KernelTable& active_kernels();
+// Throws std::logic_error naming every entry a supported ISA's table lacks.
+void check_kernel_tables();
+// The tables of every ISA this CPU supports, best first.
+std::vector<const KernelTable*> supported_tables();
 const char* active_isa();
 bool isa_supported(const char* name);
 void set_isa(const char* name);  // throws std::invalid_argument

@@ -31,28 +31,45 @@ bool cpu_has(const char* name) {
   return std::strcmp(name, "generic") == 0;
 }
 
-const KernelTable* table_for(const char* name) {
+bool isa_known(const char* name) {
 #if defined(PYCONV_HAVE_X86)
-  if (std::strcmp(name, "avx512") == 0) return &avx512::table;
-  if (std::strcmp(name, "avx2") == 0) return &avx2::table;
+  if (std::strcmp(name, "avx512") == 0 || std::strcmp(name, "avx2") == 0) return true;
 #endif
-  if (std::strcmp(name, "generic") == 0) return &generic::table;
-  return nullptr;
+  return std::strcmp(name, "generic") == 0;
+}
+
+// A table that lacks an entry is refused here, before any of its kernels can run.
+const KernelTable& complete(const KernelTable& t) {
+  const std::string missing = missing_entries(t);
+  if (!missing.empty())
+    throw std::logic_error("pyconv: the kernel table lacks " + missing +
+                           " (each op family's unit fills its entries in register_<family>)");
+  return t;
+}
+
+// The table of a known ISA that this CPU supports, else null. Only then is it built: building
+// it runs code compiled for that ISA.
+const KernelTable* table_for(const char* name) {
+  if (!isa_known(name) || !cpu_has(name)) return nullptr;
+#if defined(PYCONV_HAVE_X86)
+  if (std::strcmp(name, "avx512") == 0) return &complete(avx512::kernel_table());
+  if (std::strcmp(name, "avx2") == 0) return &complete(avx2::kernel_table());
+#endif
+  return &complete(generic::kernel_table());
 }
 
 const KernelTable* best_table() {
   for (const char* name : {"avx512", "avx2", "generic"})
-    if (table_for(name) && cpu_has(name)) return table_for(name);
-  return &generic::table;
+    if (const KernelTable* t = table_for(name)) return t;
+  return table_for("generic");
 }
 
 const KernelTable* initial_table() {
   const char* env = std::getenv("PYCONV_ISA");
   if (env && *env) {
-    std::string want(env);
-    if (table_for(want.c_str()) && cpu_has(want.c_str())) return table_for(want.c_str());
     // An unknown or unsupported request falls back to the best supported ISA; the Python
     // package checks PYCONV_ISA at import and raises a clear error before we get here.
+    if (const KernelTable* t = table_for(env)) return t;
   }
   return best_table();
 }
@@ -73,15 +90,41 @@ const KernelTable& active_kernels() {
 
 const char* active_isa() { return active_kernels().name; }
 
-bool isa_supported(const char* name) { return table_for(name) && cpu_has(name); }
+bool isa_supported(const char* name) { return isa_known(name) && cpu_has(name); }
 
 void set_isa(const char* name) {
-  if (!table_for(name))
+  if (!isa_known(name))
     throw std::invalid_argument(
         std::string("isa must be one of 'avx512', 'avx2', 'generic', got '") + name + "'");
   if (!cpu_has(name))
     throw std::invalid_argument(std::string("isa '") + name + "' is not supported by this CPU");
   g_table.store(table_for(name));
+}
+
+std::string missing_entries(const KernelTable& t) {
+  std::string missing;
+  auto note = [&](const char* what) {
+    missing += (missing.empty() ? "" : ", ") + std::string(what);
+  };
+  if (!t.name) note("name");
+  if (t.vector_width <= 0) note("vector_width");
+  if (t.num_vregs <= 0) note("num_vregs");
+#define PYCONV_NOTE_MISSING(type, entry, family) \
+  if (!t.entry) note(#entry " (register_" #family ")");
+  PYCONV_KERNEL_ENTRIES(PYCONV_NOTE_MISSING)
+#undef PYCONV_NOTE_MISSING
+  return missing.empty() ? missing : std::string(t.name ? t.name : "?") + ": " + missing;
+}
+
+void check_kernel_tables() {
+  for (const char* name : {"avx512", "avx2", "generic"}) table_for(name);
+}
+
+std::vector<const KernelTable*> supported_tables() {
+  std::vector<const KernelTable*> out;
+  for (const char* name : {"avx512", "avx2", "generic"})
+    if (const KernelTable* t = table_for(name)) out.push_back(t);
+  return out;
 }
 
 // --- threads -------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 // A minimal SIMD vocabulary over whatever instruction set this translation unit is compiled
-// for. kernels.cpp includes it once per ISA (see CMakeLists.txt), so the same kernel source
-// becomes an AVX-512, an AVX2 and a portable build. VW = floats per register.
+// for. Every kernel unit includes it and is compiled once per ISA (see CMakeLists.txt), so the
+// same kernel source becomes an AVX-512, an AVX2 and a portable build. VW = floats per register.
 #pragma once
 
 #if defined(__AVX512F__) || defined(__AVX2__) || defined(__SSE2__)

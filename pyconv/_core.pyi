@@ -171,3 +171,30 @@ def release_workspace() -> None: ...
 def workspace_bytes() -> int: ...
 def default_num_threads_requested() -> int: ...
 def in_forked_child() -> bool: ...
+def _plan_conv(
+    x_shape: tuple[int, ...] | list[int],
+    w_shape: tuple[int, ...] | list[int],
+    stride_h: int,
+    stride_w: int,
+    pad_t: int,
+    pad_b: int,
+    pad_l: int,
+    pad_r: int,
+    dil_h: int,
+    dil_w: int,
+    groups: int,
+    isa: str | None = None,
+    algorithm: str | None = None,
+    threads: int | None = None,
+    x_dense_nhwc: bool = True,
+    y_dense_nhwc: bool = True,
+    w_dense_hwio: bool = True,
+) -> dict[str, object]:
+    """Test hook: the conv2d forward's plan (csrc/conv_plan.h) for a geometry, as a dict:
+    method ("direct", "winograd", "small_matmul"), weight_layout, workspace_bytes,
+    output_size, direct (tiling, task order, workspace floats) and winograd when chosen.
+    isa, algorithm, threads: the active ones unless given."""
+
+def _run_native_tests() -> list[str]:
+    """Test hook: runs the C++ unit tests compiled into the module (csrc/native_tests*.cpp);
+    returns the failures (empty when all pass)."""

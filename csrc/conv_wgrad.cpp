@@ -1,0 +1,152 @@
+// The weight (and bias) gradient of a convolution (compiled once per ISA).
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "microkernels.h"
+
+namespace pyconv {
+namespace PYCONV_ISA_NAME {
+namespace {
+
+// ---------------------------------------------------------------------------------------
+// conv2d backward-weight. With k = (t, c) a flattened (tap, input channel) index of group g:
+//   dw[g][k][o] = sum over (n, oh, ow) of x_pad[n, oh*sh + kh*dh, ow*sw + kw*dw, g*Cg + c]
+//                                         * gy[n, oh, ow, g*Og + o]
+// a GEMM reduced over output pixels. A tile is I rows k x NT output channels in registers.
+// With Cg >= I a tile's rows are I consecutive channels of one tap (contiguous loads);
+// with fewer channels (first layers: C = 1 or 3) the rows run across taps and are gathered
+// through an offset table, so a 3x3 RGB layer still fills a 24-row tile.
+// Each work item owns whole tiles, so there are no atomics. When there are few tiles, the
+// pixels are also split into S parts (S from the problem size, never from the thread
+// count) with private accumulators summed in a fixed order afterwards: the result is the
+// same for any number of threads. Pixel rows are processed in L2-sized chunks.
+// ---------------------------------------------------------------------------------------
+void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, View4* gw,
+                            float* gbias, int nthreads) {
+  const ConvLayout layout{is_dense_nhwc(x), false, false};
+  const WeightGradPlan plan =
+      cached_conv_weight_grad_plan(p, layout, conv_algorithm(), kIsa, nthreads, gw != nullptr);
+  Workspace& ws = workspace();
+  const int64_t G = p.groups, Cg = p.C / G, Og = p.O / G, K = p.KH * p.KW * Cg;
+  const Tiling tl = plan.tiling;
+  const int64_t Og_pad = plan.og_pad, Gp = G * Og_pad;
+  // gy -> dense NHWC with each group's channels padded to whole tiles (the microkernel
+  // loads full vectors).
+  float* gyp = ws.get(WS_AUX, {plan.gy_floats});
+  pack_padded_nhwc(gy, 0, 0, 0, 0, G, Og_pad, gyp, nthreads);
+
+  if (gbias) {
+    // Sum gy over pixels, row by row (contiguous channels: vectorizes, reads gy once), in
+    // fixed blocks of pixels whose float64 partial sums are added in block order, so the
+    // result does not depend on the thread count.
+    const int64_t pixels = p.N * p.OH * p.OW, block = plan.bias_block, nblocks = plan.bias_blocks;
+    double* part = reinterpret_cast<double*>(ws.get(WS_BIAS, {plan.bias_floats}));
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t b = 0; b < nblocks; ++b) {
+      double* acc = part + b * Gp;
+      for (int64_t c = 0; c < Gp; ++c) acc[c] = 0.0;
+      const int64_t end = std::min(pixels, (b + 1) * block);
+      for (int64_t i = b * block; i < end; ++i) {
+        const float* row = gyp + i * Gp;
+        for (int64_t c = 0; c < Gp; ++c) acc[c] += row[c];
+      }
+    }
+    for (int64_t o = 0; o < p.O; ++o) {
+      const int64_t c = (o / Og) * Og_pad + (o % Og);
+      double s = 0.0;
+      for (int64_t b = 0; b < nblocks; ++b) s += part[b * Gp + c];
+      gbias[o] = static_cast<float>(s);
+    }
+  }
+  if (!gw) return;
+  if (plan.method == ConvMethod::Winograd &&
+      wgrad_winograd(plan.winograd, p, gyp, x, gw, tl, nthreads))
+    return;  // else the values are out of Winograd's range: the direct kernel
+
+  const int64_t Hp = p.H + p.pad_t + p.pad_b, Wp = p.W + p.pad_l + p.pad_r;
+  const float* xp = x.data;
+  if (plan.pack_input) {
+    float* buf = ws.get(WS_IN, {plan.input_floats});
+    pack_padded_nhwc(x, p.pad_t, p.pad_b, p.pad_l, p.pad_r, 1, p.C, buf, nthreads);
+    xp = buf;
+  }
+  const int64_t IB = plan.tile_rows;
+  const bool contig = plan.contiguous_rows;
+  const int64_t kb_per_tap = ceil_div(Cg, IB);
+  const int64_t nkb = plan.row_blocks;
+  // Per k: its offset in x_pad (tap + channel) and in the gw view (c, kh, kw).
+  int64_t* xoff = ws.get_index({plan.index_entries});
+  int64_t* gwoff = xoff + K;
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t t = k / Cg, c = k % Cg, kh = t / p.KW, kw = t % p.KW;
+    xoff[k] = (kh * p.dil_h * Wp + kw * p.dil_w) * p.C + c;
+    gwoff[k] = c * gw->sc + kh * gw->sh + kw * gw->sw;
+  }
+  const int64_t tiles = plan.tiles;
+  const int64_t rows = p.N * p.OH;
+  const int64_t S = plan.parts;
+  const int64_t part = G * K * Og_pad;  // accumulator [g][k][Og_pad], one per pixel part
+  float* dw = ws.get(WS_W, {plan.acc_floats});
+  std::memset(dw, 0, sizeof(float) * S * part);
+
+  const int64_t rows_per_chunk = plan.rows_per_chunk;
+  const int64_t items = S * tiles;  // item = s * tiles + tile
+#pragma omp parallel num_threads(nthreads)
+  {
+    const int nth = omp_get_num_threads(), me = omp_get_thread_num();
+    const int64_t i0 = items * me / nth, i1 = items * (me + 1) / nth;
+    WgradArgs a;
+    a.OH = p.OH;
+    a.OW = p.OW;
+    a.x_img = Hp * Wp * p.C;
+    a.x_row = p.stride_h * Wp * p.C;
+    a.x_pix = p.stride_w * p.C;
+    a.g_pix = Gp;
+    a.acc_row = Og_pad;
+    for (int64_t s = i0 / tiles; s < S && s * tiles < i1; ++s) {
+      const int64_t r_begin = rows * s / S, r_end = rows * (s + 1) / S;
+      const int64_t tile0 = std::max(i0 - s * tiles, int64_t{0});
+      const int64_t tile1 = std::min(i1 - s * tiles, tiles);
+      for (int64_t r0 = r_begin; r0 < r_end; r0 += rows_per_chunk) {
+        a.row0 = r0;
+        a.row1 = std::min(r_end, r0 + rows_per_chunk);
+        for (int64_t tile = tile0; tile < tile1; ++tile) {
+          const int64_t ot = tile % tl.ntl, kb = (tile / tl.ntl) % nkb, g = tile / (tl.ntl * nkb);
+          const int64_t k0 = contig ? (kb / kb_per_tap) * Cg + (kb % kb_per_tap) * IB : kb * IB;
+          const int64_t nk =
+              contig ? std::min(IB, Cg - (kb % kb_per_tap) * IB) : std::min(IB, K - k0);
+          a.x = xp + g * Cg;
+          a.xoff = xoff + k0;
+          a.gy = gyp + g * Og_pad + ot * tl.nt;
+          a.acc = dw + s * part + (g * K + k0) * Og_pad + ot * tl.nt;
+          (contig ? wgrad_tile_fn<true>(tl.nv, static_cast<int>(nk))
+                  : wgrad_tile_fn<false>(tl.nv, static_cast<int>(nk)))(a);
+        }
+      }
+    }
+  }
+  // Sum the parts in order, and write dw[g][k = t*Cg + c][o] -> gw (O, C/G, KH, KW) view,
+  // in blocks of 16 x 16 (k, o) so both sides stay in cache.
+  const int64_t kblocks = ceil_div(K, 16), oblocks = ceil_div(p.O, 16);
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t job = 0; job < kblocks * oblocks; ++job) {
+    const int64_t k0 = (job / oblocks) * 16, o0 = (job % oblocks) * 16;
+    for (int64_t o = o0; o < std::min(p.O, o0 + 16); ++o) {
+      const int64_t g = o / Og, og = o % Og;
+      for (int64_t k = k0; k < std::min(K, k0 + 16); ++k) {
+        const float* src = dw + (g * K + k) * Og_pad + og;
+        float v = src[0];
+        for (int64_t s = 1; s < S; ++s) v += src[s * part];
+        gw->data[o * gw->sn + gwoff[k]] = v;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void register_conv_wgrad(KernelTable& t) { t.conv2d_backward_weight = &conv2d_backward_weight; }
+
+}  // namespace PYCONV_ISA_NAME
+}  // namespace pyconv
