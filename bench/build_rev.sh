@@ -1,8 +1,8 @@
 # build_rev.sh REV DIR: a Release build of REV's package in DIR/pkg (import with PYTHONPATH=DIR/pkg)
 set -e
-rev=$1; dir=$2
+rev=$1; dir=$(realpath -m "$2")
 rm -rf $dir; mkdir -p $dir
-git -C /work/main archive $rev | tar -x -C $dir
+git -C "$(dirname "$0")/.." archive $rev | tar -x -C $dir
 cmake -S $dir -B $dir/build -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -Dpybind11_DIR="$(python -c 'import pybind11; print(pybind11.get_cmake_dir())')" > $dir/cmake.log
 cmake --build $dir/build > $dir/build.log
