@@ -62,6 +62,22 @@ void for_channel_blocks(const PoolParams& p, int nthreads, Body body) {
 constexpr int64_t kFloatSumMax = 256;
 constexpr int64_t kAvgBlock = 64;  // channels summed side by side in double
 
+// One channel of one window in float: the maximum (a NaN wins, as in PyTorch) or the sum.
+template <bool MAX>
+inline float reduce_window(ConstView4 x, int64_t n, int64_t c, const Window& win) {
+  float acc = MAX ? -std::numeric_limits<float>::infinity() : 0.f;
+  for (int64_t h = win.h0; h < win.h1; ++h)
+    for (int64_t w = win.w0; w < win.w1; ++w) {
+      const float v = x.at(n, c, h, w);
+      if (MAX) {
+        if (v > acc || std::isnan(v)) acc = v;  // NaN propagates, as in PyTorch
+      } else {
+        acc += v;
+      }
+    }
+  return acc;
+}
+
 // Forward max / average over one output row of a channels-contiguous view: y[c] for all
 // channels, a vector of VW channels at a time (kAvgBlock for double sums).
 template <bool MAX>
@@ -95,16 +111,7 @@ void pool_row_nhwc(const PoolParams& p, ConstView4 x, View4 y, int64_t n, int64_
       vstore(out + c, MAX ? acc : vmul(acc, vset1(scale)));
     }
     for (; c < p.C; ++c) {
-      float acc = MAX ? -std::numeric_limits<float>::infinity() : 0.f;
-      for (int64_t h = win.h0; h < win.h1; ++h)
-        for (int64_t w = win.w0; w < win.w1; ++w) {
-          const float v = x.at(n, c, h, w);
-          if (MAX) {
-            if (v > acc || std::isnan(v)) acc = v;  // NaN propagates, as in PyTorch
-          } else {
-            acc += v;
-          }
-        }
+      const float acc = reduce_window<MAX>(x, n, c, win);
       out[c] = MAX ? acc : acc * scale;
     }
   }
@@ -123,16 +130,7 @@ void pool_plane(const PoolParams& p, ConstView4 x, View4 y, int64_t n, int64_t c
         y.at(n, c, oh, ow) = static_cast<float>(acc / static_cast<double>(avg_divisor(p, oh, ow)));
         continue;
       }
-      float acc = MAX ? -std::numeric_limits<float>::infinity() : 0.f;
-      for (int64_t h = win.h0; h < win.h1; ++h)
-        for (int64_t w = win.w0; w < win.w1; ++w) {
-          const float v = x.at(n, c, h, w);
-          if (MAX) {
-            if (v > acc || std::isnan(v)) acc = v;  // NaN propagates, as in PyTorch
-          } else {
-            acc += v;
-          }
-        }
+      const float acc = reduce_window<MAX>(x, n, c, win);
       y.at(n, c, oh, ow) = MAX ? acc : acc / static_cast<float>(avg_divisor(p, oh, ow));
     }
 }
