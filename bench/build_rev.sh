@@ -6,5 +6,6 @@ git -C "$(dirname "$0")/.." archive $rev | tar -x -C $dir
 cmake -S $dir -B $dir/build -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -Dpybind11_DIR="$(python -c 'import pybind11; print(pybind11.get_cmake_dir())')" > $dir/cmake.log
 cmake --build $dir/build > $dir/build.log
-mkdir -p $dir/pkg && cp -r $dir/pyconv $dir/pkg/ && cp $dir/build/_core*.so $dir/pkg/pyconv/
+src=$dir/src/pyconv; [ -d $src ] || src=$dir/pyconv  # the src/ layout, or the flat one before it
+mkdir -p $dir/pkg && cp -r $src $dir/pkg/ && cp $dir/build/_core*.so $dir/pkg/pyconv/
 echo built $rev

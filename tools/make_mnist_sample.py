@@ -1,4 +1,4 @@
-"""Write pyconv/data/mnist_sample.npz: the first 5,000 training and first 1,000 test digits
+"""Write src/pyconv/data/mnist_sample.npz: the first 5,000 training and first 1,000 test digits
 of the canonical MNIST (verified by SHA-256 while loading).
 
     python tools/make_mnist_sample.py ../shared/data/mnist
