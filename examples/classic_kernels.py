@@ -64,7 +64,7 @@ def main() -> None:
         print(f"{name:>17}: {kernel.shape} -> {out.shape}, range [{lo:+.2f}, {hi:+.2f}]")
     fig = viz.plot_kernels(image)
     fig.suptitle(what, fontsize=10, y=1.02)
-    viz.save_png(fig, args.out)
+    viz.save_figure(fig, args.out)  # the format the name says
     print(f"wrote {args.out}")
 
 

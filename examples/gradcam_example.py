@@ -80,7 +80,7 @@ def main() -> None:
         )
     fig.suptitle(f"{model.name} ({dataset}): layer {layer}, predicted class", fontsize=10)
     fig.tight_layout()
-    viz.save_png(fig, args.out)
+    viz.save_figure(fig, args.out)  # the format the name says
     print(f"wrote {args.out}")
 
 

@@ -33,7 +33,7 @@ import zipfile
 import numpy as np
 
 from ._shapes import MEMORY_BYTES
-from .utils import hold_interrupts
+from .utils import hold_interrupts, real_array
 
 FORMAT_VERSION = 1
 MANIFEST = "pyconv.json"
@@ -600,16 +600,9 @@ def weight_arrays(variables) -> tuple[list[dict], dict[str, np.ndarray]]:
 def _checked_value(var, value, where: str) -> np.ndarray:
     """``value`` as a new array of ``var``'s shape and dtype, or a clear error."""
     name = f"{where}: the value for weight {var.name!r}"
-    if value is None or isinstance(value, (str, bytes, dict, set)):
-        raise TypeError(f"{name} must be an array, got {type(value).__name__}")
-    try:
-        arr = np.asarray(value)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{name} must be an array of numbers: {e}") from None
     # Booleans, complex numbers, strings, records, objects and dates are no weights: a
     # silent conversion would drop imaginary parts or turn text into garbage.
-    if arr.dtype.kind not in "iuf":
-        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    arr = real_array(value, name, kinds="iuf")
     if arr.shape != var.shape:
         raise ValueError(f"{name} has shape {arr.shape}, the weight has shape {var.shape}")
     with np.errstate(over="ignore", invalid="ignore"):

@@ -48,20 +48,27 @@ def new_rng(seed: int | None = None) -> np.random.Generator:
 _FLOAT32 = np.dtype(np.float32)
 
 
-def as_float32(a, name: str) -> np.ndarray:
-    """Any real numeric array-like -> float32 ndarray (views kept when already float32)."""
-    if type(a) is np.ndarray and a.dtype == _FLOAT32:
-        flags = a.flags
-        if flags.c_contiguous and flags.aligned:
-            return a  # the common case, checked first: a layer's calls are ~2 us of Python each
+def real_array(a, name: str, kinds: str = "biuf") -> np.ndarray:
+    """``a`` as an ndarray whose dtype kind is one of ``kinds`` (default: bool, ints, floats;
+    never complex, object, str, datetime/timedelta or records), else a TypeError naming it."""
     if a is None or isinstance(a, (str, bytes, dict, set)):
         raise TypeError(f"{name} must be an array, got {type(a).__name__}")
     try:
         arr = np.asarray(a)
     except (TypeError, ValueError) as e:
         raise TypeError(f"{name} must be an array of numbers: {e}") from None
-    if arr.dtype.kind not in "biuf":  # not complex, object, str, datetime/timedelta, records
+    if arr.dtype.kind not in kinds:
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    return arr
+
+
+def as_float32(a, name: str) -> np.ndarray:
+    """Any real numeric array-like -> float32 ndarray (views kept when already float32)."""
+    if type(a) is np.ndarray and a.dtype == _FLOAT32:
+        flags = a.flags
+        if flags.c_contiguous and flags.aligned:
+            return a  # the common case, checked first: a layer's calls are ~2 us of Python each
+    arr = real_array(a, name)
     # A (broadcast) view larger than the RAM: the copy below, or the core's packed copy of
     # it, could never be made.
     if arr.size * 4 > MEMORY_BYTES:

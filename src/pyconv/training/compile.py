@@ -51,7 +51,6 @@ class CompileMixin:
         self.optimizer = optimizers_mod.get(optimizer)
         self._losses = [losses_mod.get(l) for l in per_output]
         self._loss_weights = [float(w) for w in weights]
-        self._loss_spec = loss
         self.loss = self._losses[0]
         if metrics is None:
             metrics = []
