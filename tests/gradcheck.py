@@ -14,17 +14,25 @@ import numpy as np
 def check_coords(
     loss_fn, arr: np.ndarray, grad: np.ndarray, rng, name: str, h=1e-2, n=12, tol=2e-2
 ):
-    """Compare grad with central differences of loss_fn() at n random coordinates of arr."""
+    """Compare grad with central differences of loss_fn() at n random coordinates of arr
+    (an array, or a Variable: then each perturbation goes through ``writable()``, which bumps
+    its version as any weight update must, so caches derived from it are refreshed)."""
+    var = arr if hasattr(arr, "writable") else None
+    arr = var.value if var is not None else arr
+
+    def flat_target():
+        return (var.writable() if var is not None else arr).reshape(-1)
+
     flat, gflat = arr.reshape(-1), np.asarray(grad, np.float64).reshape(-1)
     assert flat.base is arr or flat.base is arr.base or np.shares_memory(flat, arr)
     scale = max(1e-3, float(np.abs(gflat).max()))
     for i in rng.choice(flat.size, size=min(n, flat.size), replace=False):
         old = flat[i]
-        flat[i] = old + h
+        flat_target()[i] = old + h
         lp = loss_fn()
-        flat[i] = old - h
+        flat_target()[i] = old - h
         lm = loss_fn()
-        flat[i] = old
+        flat_target()[i] = old
         num = (lp - lm) / (2 * h)
         assert abs(num - gflat[i]) <= tol * max(scale, abs(num)), (
             f"{name}[{np.unravel_index(i, arr.shape)}]: backward {gflat[i]:.6g}, "
@@ -55,5 +63,5 @@ def check_layer(layer, x, rng, training=True, reset=None, h=1e-2, tol=2e-2, n=12
     check_coords(loss, x, dx, rng, f"{layer.name} dx", h, n, tol)
     for v in layer.trainable_weights:
         assert v.grad is not None, f"{v.name} got no gradient"
-        check_coords(loss, v.value, v.grad, rng, v.name, h, n, tol)
+        check_coords(loss, v, v.grad, rng, v.name, h, n, tol)
     return y

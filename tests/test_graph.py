@@ -53,7 +53,7 @@ def test_graph_parameter_gradients_match_finite_differences(rng, loss):
     assert sum(n.startswith("shared/") for n in names) == 2  # one kernel, one bias: tied
     for var, g in zip(model.trainable_weights, grads):
         check_coords(
-            lambda: model_loss(model, x, y), var.value, g, rng, var.name, h=1e-2, n=6, tol=3e-2
+            lambda: model_loss(model, x, y), var, g, rng, var.name, h=1e-2, n=6, tol=3e-2
         )
 
 
@@ -361,7 +361,7 @@ def test_two_outputs_fit_with_weighted_losses_and_save_load(tmp_path, rng):
     for var, g in zip(model.trainable_weights, grads):
         check_coords(
             lambda: float(model._loss_value(pyconv.graph.Inputs(y), model._forward(x, True)[0], None)),
-            var.value, g, rng, var.name, h=1e-2, n=6, tol=3e-2,
+            var, g, rng, var.name, h=1e-2, n=6, tol=3e-2,
         )  # fmt: skip
     hist = model.fit(x, y, epochs=20, batch_size=8, verbose=0, validation_split=0.25)
     assert set(hist.history) >= {"loss", "cls_accuracy", "reg_accuracy", "val_cls_accuracy"}

@@ -126,7 +126,8 @@ class Optimizer:
             if self.clipvalue is not None:
                 np.clip(g, -self.clipvalue, self.clipvalue, out=g)
             if self.weight_decay:  # decoupled (AdamW-style), as Keras 3
-                var.value -= (lr * np.float32(self.weight_decay)) * var.value
+                w = var.writable()
+                w -= (lr * np.float32(self.weight_decay)) * w
             self._update(var, g, lr)
         self._iterations += 1
 
@@ -156,16 +157,16 @@ class SGD(Optimizer):
 
     def _update(self, var, g, lr):
         if not self.momentum:
-            var.value -= lr * g
+            var.writable()[...] -= lr * g
             return
         m = self._slot(var, "momentum")
         mu = np.float32(self.momentum)
         m *= mu
         m -= lr * g
         if self.nesterov:
-            var.value += mu * m - lr * g
+            var.writable()[...] += mu * m - lr * g
         else:
-            var.value += m
+            var.writable()[...] += m
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
@@ -191,7 +192,7 @@ class Adam(Optimizer):
         vhat = self._slot(var, "vhat") if self.amsgrad else None
         # one fused pass in the core (values and slots are C-contiguous float32 by design)
         g = np.ascontiguousarray(g, np.float32)
-        _core.adam_update(var.value, g, m, v, vhat, float(step), b1, b2, self.epsilon)
+        _core.adam_update(var.writable(), g, m, v, vhat, float(step), b1, b2, self.epsilon)
 
     def get_config(self):
         return {
@@ -232,7 +233,7 @@ class RMSprop(Optimizer):
             m *= np.float32(self.momentum)
             m += inc
             inc = m
-        var.value -= inc
+        var.writable()[...] -= inc
 
     def get_config(self):
         return {

@@ -631,7 +631,7 @@ def assign_weights(variables, arrays, where: str) -> None:
     values = [_checked_value(var, a, where) for var, a in zip(variables, arrays)]
     with hold_interrupts():
         for var, value in zip(variables, values):
-            var.value[...] = value
+            var.writable()[...] = value
 
 
 def load_weight_arrays(archive: Archive, variables) -> None:

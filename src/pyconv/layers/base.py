@@ -46,39 +46,63 @@ def no_param_grads():
 
 
 class Variable:
-    """A weight: its value (float32 array), whether the optimizer trains it, its gradient."""
+    """A weight: its value (float32 array), whether the optimizer trains it, its gradient.
 
-    __slots__ = ("name", "value", "trainable", "regularizer", "grad")
+    ``value`` is a read-only view: a weight changes only through ``assign`` (or
+    ``Layer.set_weights`` / ``Model.load_weights``, the optimizers, batch norm's moving
+    statistics), each of which goes through ``writable()`` and so bumps ``version``. That
+    counter is what caches derived from a weight (packed kernels, batch norm folded into a
+    convolution for inference) compare, so they can never serve a stale copy. As in Keras,
+    ``layer.kernel.value[...] = w`` is refused (numpy: "assignment destination is
+    read-only"); use ``layer.kernel.assign(w)``.
+    """
+
+    __slots__ = ("name", "_value", "_view", "trainable", "regularizer", "grad", "version")
 
     def __init__(self, name: str, value: np.ndarray, trainable=True, regularizer=None):
         self.name = name
-        self.value = np.ascontiguousarray(value, dtype=np.float32)
+        self._value = np.array(value, dtype=np.float32, order="C")  # owned: no alias writes
+        self._view = self._value.view()
+        self._view.flags.writeable = False
+        self.version = 0
         self.trainable = trainable
         self.regularizer = regularizer
         self.grad: np.ndarray | None = None
 
     @property
+    def value(self) -> np.ndarray:
+        """The weight's current value, read-only (see the class docstring)."""
+        return self._view
+
+    @property
     def shape(self) -> tuple:
-        return self.value.shape
+        return self._value.shape
+
+    def writable(self) -> np.ndarray:
+        """The value's writable array, for code that updates it in place (optimizers,
+        moving statistics, loaders). Bumps ``version`` first, so a cache checked after the
+        write sees a new version."""
+        self.version += 1
+        return self._value
 
     def add_grad(self, g: np.ndarray) -> None:
         """Accumulate dL/dvalue (a layer used twice in one step gets the sum)."""
         if self.grad is None:
-            self.grad = np.asarray(g, dtype=np.float32).reshape(self.value.shape)
+            self.grad = np.asarray(g, dtype=np.float32).reshape(self._value.shape)
         else:
-            self.grad += g.reshape(self.value.shape)
+            self.grad += g.reshape(self._value.shape)
 
     def numpy(self) -> np.ndarray:
-        return self.value.copy()
+        return self._value.copy()
 
     def assign(self, value) -> None:
         value = as_float32(value, f"the value for weight {self.name!r}")
-        if value.shape != self.value.shape:
+        if value.shape != self._value.shape:
             raise ValueError(
-                f"weight {self.name!r} has shape {self.value.shape}; got a value of shape "
+                f"weight {self.name!r} has shape {self._value.shape}; got a value of shape "
                 f"{value.shape}"
             )
-        self.value[...] = value
+        self.writable()[...] = value
 
     def __repr__(self) -> str:
         return f"<Variable {self.name} shape={self.value.shape} trainable={self.trainable}>"

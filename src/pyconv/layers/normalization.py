@@ -123,10 +123,11 @@ class BatchNormalization(Layer):
             return self._restore(y, x.shape, axis), ctx
         y, mean, var = functional.batch_norm(rows, gamma, beta, self.epsilon)
         m = np.float32(self.momentum)
-        self.moving_mean.value *= m
-        self.moving_mean.value += (1 - m) * mean
-        self.moving_variance.value *= m
-        self.moving_variance.value += (1 - m) * var
+        moving_mean, moving_variance = self.moving_mean.writable(), self.moving_variance.writable()
+        moving_mean *= m
+        moving_mean += (1 - m) * mean
+        moving_variance *= m
+        moving_variance += (1 - m) * var
         return self._restore(y, x.shape, axis), (rows, mean, var, True, axis, x.shape)
 
     def _backward(self, ctx, dy, need_input_grad):
