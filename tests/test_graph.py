@@ -52,9 +52,7 @@ def test_graph_parameter_gradients_match_finite_differences(rng, loss):
     names = [v.name for v in model.trainable_weights]
     assert sum(n.startswith("shared/") for n in names) == 2  # one kernel, one bias: tied
     for var, g in zip(model.trainable_weights, grads):
-        check_coords(
-            lambda: model_loss(model, x, y), var, g, rng, var.name, h=1e-2, n=6, tol=3e-2
-        )
+        check_coords(lambda: model_loss(model, x, y), var, g, rng, var.name, h=1e-2, n=6, tol=3e-2)
 
 
 def test_shared_layer_gradient_is_the_sum_over_its_uses(rng):

@@ -62,9 +62,7 @@ def test_model_parameter_gradients_match_finite_differences(rng, loss, head, tar
     assert abs(total - model_loss(model, x, y)) < 1e-5 * max(1, abs(total))
     assert len(grads) == len(model.trainable_weights) == 10
     for var, g in zip(model.trainable_weights, grads):
-        check_coords(
-            lambda: model_loss(model, x, y), var, g, rng, var.name, h=1e-2, n=6, tol=3e-2
-        )
+        check_coords(lambda: model_loss(model, x, y), var, g, rng, var.name, h=1e-2, n=6, tol=3e-2)
 
 
 def test_fused_softmax_cross_entropy_equals_unfused_chain(rng):
