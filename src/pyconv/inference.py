@@ -50,6 +50,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core, functional
+from ._shapes import flag
 from .activations import Activation as _ActivationFn
 from .activations import is_plain_relu
 
@@ -60,8 +61,6 @@ def set_inference_fusion(enabled: bool) -> None:
     """Turn the inference plan on (default) or off for every model: with it off, predict
     and ``model(x)`` run the layers one by one, as the training forward pass does (for
     debugging, or to compare). One model: ``model.inference_fusion = False``."""
-    from ._shapes import flag
-
     global _enabled
     _enabled = flag(enabled, "enabled")
 
@@ -146,7 +145,7 @@ class FusedConv(Step):
         # an activation applied after the convolution, on its (own) output buffer
         self.after = None if fused_relu or self.activation.name == "linear" else self.activation
         self.seen: tuple | None = None
-        self.kernel = self.bias = None
+        self.folded: tuple = (None, None)
         self.version = 0
         self.cache = None  # a packed-weight cache for this step's kernel (keyed on version)
 
@@ -159,11 +158,13 @@ class FusedConv(Step):
         ):
             raise Stale
 
-    def refresh(self) -> None:
-        """Recompute kernel and bias if any weight changed since the last time."""
+    def refresh(self) -> tuple:
+        """(kernel, bias) for the weights as they are now: recomputed when any weight's
+        version differs from the last time (one tuple, so a concurrent call never pairs a
+        new kernel with an old bias)."""
         seen = _versions(self.sources)
         if seen == self.seen:
-            return
+            return self.folded
         layer = self.layer
         kernel = layer.kernel.value
         bias = None if layer.bias is None else layer.bias.value
@@ -171,19 +172,26 @@ class FusedConv(Step):
             kernel, bias = fold_batch_norm(kernel, bias, self.bn)
         if self.dense:
             kernel = kernel.reshape(1, 1, *kernel.shape)  # (1, 1, in, units): a 1x1 conv
-        self.kernel, self.bias, self.seen = kernel, bias, seen
+        self.folded, self.seen = (kernel, bias), seen
         self.version += 1
+        return self.folded
+
+    @property
+    def kernel(self):
+        return self.refresh()[0]
 
     def run(self, x):
         self._check()
-        self.refresh()
+        kernel, bias = self.refresh()
+        # (a packed-weight cache would go in here: weight_cache=self.cache with
+        # weight_version=self.version, which changes exactly when kernel does)
         if self.dense:
             z = functional.conv2d(
-                x.reshape(-1, 1, 1, x.shape[-1]), self.kernel, self.bias, **self.geometry,
+                x.reshape(-1, 1, 1, x.shape[-1]), kernel, bias, **self.geometry,
                 activation=self.fused,
             ).reshape(*x.shape[:-1], self.units)  # fmt: skip
         else:
-            z = functional.conv2d(x, self.kernel, self.bias, **self.geometry, activation=self.fused)
+            z = functional.conv2d(x, kernel, bias, **self.geometry, activation=self.fused)
         return z if self.after is None else self.after.forward(z)
 
 
@@ -277,7 +285,9 @@ class AddRelu(Step):
             y = self.add.forward(xs, False)[0]  # the layer's checks and errors
             return y if self.relu_layer is None else self.relu_layer.forward(y, False)[0]
         # (x0 + x1 == x1 + x0 exactly: either may take the sum)
-        y = functional._aligned_empty(a.shape) if self.target is None else xs[self.target]
+        y = None if self.target is None else xs[self.target]
+        if y is None or not y.flags.c_contiguous:
+            y = functional._aligned_empty(a.shape)
         out, flats = y.reshape(-1), [_flat(x) for x in xs]
         relu = self.relu_layer is not None
         for s in range(0, out.size, _BLOCK):
