@@ -22,7 +22,7 @@ into a list of steps, each one call:
 - ``AddRelu``: Add [-> ReLU] into one of its inputs when that buffer is the plan's own
   (made by a step of the plan, read by nothing else, not a model output), else into a new
   array; the same sums in the same order as the Add layer.
-- ``Relu``/``Activate``: an activation layer, in place when it may.
+- ``Activate``: an activation layer (a plain ReLU as a blocked pass), in place when it may.
 - ``LayerCall``: any other layer, through its ``forward`` (the fallback: the plan never
   needs to know a layer to run it).
 Dropout layers are skipped (their consumers read their input).
@@ -446,8 +446,6 @@ def build(nodes: list[_Node], n_inputs: int, outputs: list[int]) -> Plan:
                 step = ChannelAffine(layer, node.ins, mine(node.ins[0]))
         elif kind is Add and len(node.ins) >= 2:
             target = next((k for k in (0, 1) if mine(node.ins[k])), None)
-            if node.ins[0] == node.ins[1]:
-                target = None
             relu = None
             r = only_reader(end)
             if r is not None and _plain_relu_layer(nodes[r].layer):
@@ -467,7 +465,7 @@ def build(nodes: list[_Node], n_inputs: int, outputs: list[int]) -> Plan:
         step.out = slot_of[end] = len(slot_of)
         owned[end] = step.owned
         steps.append(step)
-    # renumber slots densely in the order steps write them, and free each after its last read
+    # each slot is dropped after its last read (the model's outputs are kept to the end)
     out_slots = [slot_of[j] for j in outputs]
     last_read: dict[int, int] = {}
     for k, step in enumerate(steps):
