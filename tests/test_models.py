@@ -347,8 +347,8 @@ def test_model_composes_compile_loop_and_saving():
     public = {n for n in dir(models.Model) if not n.startswith("_")}
     assert public == {
         "backward_to", "built", "compile", "compute_gradients", "count_params", "evaluate",
-        "fit", "get_config", "get_layer", "get_weights", "layer_outputs", "layers",
-        "load_weights", "metrics_names", "non_trainable_weights", "predict",
+        "fit", "get_config", "get_layer", "get_weights", "inference_fusion", "layer_outputs",
+        "layers", "load_weights", "metrics_names", "non_trainable_weights", "predict",
         "predict_on_batch", "save", "save_weights", "set_weights", "summary", "to_json",
         "train_on_batch", "trainable_weights", "weights",
     }  # fmt: skip

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import model_saving, saving
+from . import inference, model_saving, saving
 from ._shapes import as_int, flag
 from .layers import InputLayer, Layer, SymbolicTensor, deserialize, serialize
 from .layers.base import no_param_grads
@@ -59,6 +59,23 @@ class Model(CompileMixin, TrainingLoopMixin):
         self.history = None  # the last fit's History
         self._rng = None  # fit's shuffling generator, made on the first fit
         self.metadata: dict = {}  # JSON-serializable notes saved with the model (dataset, ...)
+        self._inference_fusion = True
+        self._inference_plan = None  # made by the first inference call (pyconv.inference)
+
+    _multi_out = False  # a layer graph with several outputs sets it
+
+    @property
+    def inference_fusion(self) -> bool:
+        """Whether predict, predict_on_batch and ``model(x)`` (inference mode) run this
+        model's inference plan: batch norm folded into the convolution before it, ReLU fused,
+        Dropout skipped (``pyconv.inference``). False runs the layers one by one, as the
+        training forward pass does (for debugging or comparing);
+        ``pyconv.inference.set_inference_fusion(False)`` does it for every model."""
+        return self._inference_fusion
+
+    @inference_fusion.setter
+    def inference_fusion(self, value) -> None:
+        self._inference_fusion = flag(value, "inference_fusion")
 
     # --- wiring (subclasses) ----------------------------------------------------------------
 
@@ -166,7 +183,26 @@ class Model(CompileMixin, TrainingLoopMixin):
         training = flag(training, "training")
         x = self._prepare_x(x, "x")
         self._ensure_built(x)
-        return self._forward(x.astype(np.float32, copy=False), training)[0]
+        x = x.astype(np.float32, copy=False)
+        return self._forward(x, True)[0] if training else self._infer(x)
+
+    def _infer(self, x):
+        """The output for a float32 batch (``Inputs`` for several inputs) in inference mode,
+        through the inference plan unless it is turned off (see ``inference_fusion``)."""
+        if self._inference_fusion and inference.get_inference_fusion():
+            for _ in range(2):
+                plan = self._inference_plan
+                if plan is None:
+                    plan = self._inference_plan = inference.plan_for(self)
+                    if plan is None:
+                        break
+                try:
+                    outs = plan.run(x.arrays if hasattr(x, "arrays") else [x])
+                except inference.Stale:  # a layer changed under the plan: plan again
+                    self._inference_plan = None
+                    continue
+                return outs if self._multi_out else outs[0]
+        return self._forward(x, False)[0]
 
     # --- looking inside -------------------------------------------------------------------
 
@@ -327,6 +363,7 @@ class Sequential(Model):
         return (None, *shape)
 
     def add(self, layer) -> None:
+        self._inference_plan = None
         if isinstance(layer, SymbolicTensor):
             layer = layer.layer
         if isinstance(layer, InputLayer):
@@ -358,9 +395,11 @@ class Sequential(Model):
     def pop(self) -> Layer:
         if not self._layers:
             raise ValueError("there are no layers to pop")
+        self._inference_plan = None
         return self._layers.pop()
 
     def _build(self, input_shape) -> None:
+        self._inference_plan = None
         shape = tuple(input_shape)
         for layer in self._layers:
             shape = layer.build_for(shape)

@@ -103,6 +103,18 @@ class BatchNormalization(Layer):
             None if self.beta is None else self.beta.value,
         )
 
+    def inference_affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, shift), each (C,) float32: inference maps x to x * scale + shift, with
+        scale = gamma / sqrt(moving_variance + epsilon), shift = beta - moving_mean * scale
+        (float32 throughout, as Keras; the inference plan uses the same numbers)."""
+        gamma, beta = self._gamma_beta()
+        mm, mv = self.moving_mean.value, self.moving_variance.value
+        scale = np.sqrt(mv + np.float32(self.epsilon))
+        np.divide(1.0 if gamma is None else gamma, scale, out=scale)
+        shift = mm * scale
+        np.subtract(0.0 if beta is None else beta, shift, out=shift)
+        return scale, shift
+
     def _forward(self, x, training):
         c = self.moving_mean.shape[0]
         if x.ndim <= self._feature_axis(x.ndim) or x.shape[self._feature_axis(x.ndim)] != c:
@@ -113,12 +125,9 @@ class BatchNormalization(Layer):
         rows, axis = self._as_rows(x)  # (M, C)
         gamma, beta = self._gamma_beta()
         if not training or not self.trainable:  # inference: y = x * scale + shift
-            mm, mv = self.moving_mean.value, self.moving_variance.value
-            scale = np.sqrt(mv + np.float32(self.epsilon))  # float32 throughout, as Keras
-            np.divide(1.0 if gamma is None else gamma, scale, out=scale)
-            shift = mm * scale
-            np.subtract(0.0 if beta is None else beta, shift, out=shift)
+            scale, shift = self.inference_affine()
             y = functional.channel_affine(rows, scale, shift)
+            mm, mv = self.moving_mean.value, self.moving_variance.value
             ctx = (rows, mm.copy(), mv.copy(), False, axis, x.shape)
             return self._restore(y, x.shape, axis), ctx
         y, mean, var = functional.batch_norm(rows, gamma, beta, self.epsilon)

@@ -343,18 +343,29 @@ class TrainingLoopMixin:
         return loss, values
 
     def predict(self, x, batch_size=None, verbose=0):
-        """Outputs for x, computed in batches of ``batch_size`` (default 32) in inference mode.
+        """Outputs for x, computed in batches of ``batch_size`` (default 32) in inference mode
+        (through the model's inference plan: see ``Model.inference_fusion``).
 
         verbose=1 shows the progress bar (as fit's), 2 one line at the end, 0 nothing."""
         batch_size = count_arg(batch_size, "batch_size", 1, default=32)
         verbose = verbose_arg(verbose)
         x = self._prepare_x(x, "x")
         self._ensure_built(x)
-        bar = cbks.Progbar(-(-len(x) // batch_size), verbose if len(x) else 0)
+        return self._predict(x, batch_size, verbose)
+
+    def _predict(self, x, batch_size: int, verbose: int):
+        """predict over checked x."""
+        n = len(x)
+        if 0 < n <= batch_size and not verbose:  # one batch: no progress bar, no joining
+            y = self._infer(x.astype(np.float32, copy=False))
+            if isinstance(y, list):  # several outputs: one array each (copies: one node
+                return [np.array(a, np.float32) for a in y]  # may be two outputs)
+            return np.ascontiguousarray(y)
+        bar = cbks.Progbar(-(-n // batch_size), verbose if n else 0)
         outs = []
-        for step, s in enumerate(range(0, len(x), batch_size)):
+        for step, s in enumerate(range(0, n, batch_size)):
             xb = x[s : s + batch_size].astype(np.float32, copy=False)
-            outs.append(self._forward(xb, training=False)[0])
+            outs.append(self._infer(xb))
             bar.update(step + 1)
         bar.finish({})
         if outs and isinstance(outs[0], list):  # several outputs: one array each
@@ -364,5 +375,7 @@ class TrainingLoopMixin:
         return np.concatenate(outs) if len(outs) > 1 else np.ascontiguousarray(outs[0])
 
     def predict_on_batch(self, x):
+        """Outputs for x as one batch (predict with batch_size=len(x))."""
         x = self._prepare_x(x, "x")
-        return self.predict(x, batch_size=max(len(x), 1))
+        self._ensure_built(x)
+        return self._predict(x, max(len(x), 1), 0)
