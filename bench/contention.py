@@ -64,7 +64,7 @@ def _make_step(lib, name, batch):
         model = getattr(zoo, name)()
         model.compile("adam", "sparse_categorical_crossentropy")
         return lambda: model.train_on_batch(x, y)
-    import torch  # before train_bench (which imports pyconv): torch loads its own libgomp
+    import torch  # noqa: F401  (before train_bench, which imports pyconv: see the README)
 
     sys.path.insert(0, HERE)
     from train_bench import train_steps
@@ -298,7 +298,8 @@ void shim_dump(const char* path) {
   for (int i = 0; i < SLOTS && fns[i]; i++) {
     Dl_info info;
     if (dladdr(fns[i], &info) && info.dli_fname)
-      fprintf(f, "%s %lx %ld\n", info.dli_fname, (unsigned long)((char*)fns[i] - (char*)info.dli_fbase), counts[i]);
+      fprintf(f, "%s %lx %ld\n", info.dli_fname,
+              (unsigned long)((char*)fns[i] - (char*)info.dli_fbase), counts[i]);
   }
   fprintf(f, "barriers %ld\nsingle %ld\n", barriers, single);
   fclose(f);
@@ -377,8 +378,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--loads", default="quiet,busy,torch,pyconv")
     ap.add_argument("--rounds", type=int, default=2, help="alternations of the libraries")
-    ap.add_argument("--variant", action="append",
-                    help="LABEL=ENV: a pyconv column run with ENV ('A=1,B=2'); repeatable")  # fmt: skip
+    ap.add_argument("--variant", action="append", help="LABEL=ENV ('A=1,B=2'): a pyconv column")
     ap.add_argument("--load-env", default="", help="environment of the pyconv load, 'A=1,B=2'")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--steps", type=int, default=6, help="timed training steps per worker")

@@ -62,7 +62,7 @@ try:
 finally:
     if not _user_wait:
         del _os.environ[_WAIT_DEFAULT[0]]
-from ._shapes import as_int as _as_int
+from ._shapes import as_int as _as_int  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -145,8 +145,8 @@ def _wait_policy_info() -> dict:
         source = "unknown"
     else:
         source = "environment" if _user_wait else "pyconv default"
-    return {"openmp_runtime": gomp, "source": source,
-            "settings": dict(_user_wait) if source != "pyconv default" else dict([_WAIT_DEFAULT])}  # fmt: skip
+    settings = dict([_WAIT_DEFAULT]) if source == "pyconv default" else dict(_user_wait)
+    return {"openmp_runtime": gomp, "source": source, "settings": settings}
 
 
 _WAIT_INFO = _wait_policy_info()
@@ -167,8 +167,12 @@ def thread_info() -> dict:
       variables set now. Import pyconv first, or set the variable before Python starts;
     - "unknown": the runtime could not be identified.
     """
-    return {"num_threads": get_num_threads(), "openmp_runtime": _WAIT_INFO["openmp_runtime"],
-            "wait_source": _WAIT_INFO["source"], "wait_settings": dict(_WAIT_INFO["settings"])}  # fmt: skip
+    return {
+        "num_threads": get_num_threads(),
+        "openmp_runtime": _WAIT_INFO["openmp_runtime"],
+        "wait_source": _WAIT_INFO["source"],
+        "wait_settings": dict(_WAIT_INFO["settings"]),
+    }
 
 
 def set_conv_algorithm(name: str) -> None:
