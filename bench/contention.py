@@ -120,14 +120,14 @@ def _timed(fn, warmup, max_n, budget, min_n=2):
     return times
 
 
-def worker(lib, threads, steps, budget):
+def worker(lib, threads, steps, budget, items):
     """Runs in a fresh process: prints {item: [seconds, ...]} as JSON."""
     _set_threads(lib, threads)
     out = {}
-    for name in NETS:
+    for name in NETS if "train" in items else ():
         step = _make_step(lib, name, 128)
         out[f"train {name}"] = _timed(step, 1, steps, budget)
-    for name in NETS:
+    for name in NETS if "predict" in items else ():
         out[f"predict {name}"] = _timed(_make_predict(lib, name), 5, 300, budget / 4, 20)
     print(json.dumps(out))
 
@@ -198,7 +198,8 @@ def _run_worker(lib, env_extra, args):
     env = {k: v for k, v in os.environ.items() if lib == "torch" or k not in WAIT_VARS}
     env.update(env_extra)
     cmd = [sys.executable, __file__, "--worker", lib, "--threads", str(args.threads),
-           "--steps", str(args.steps), "--budget", str(args.budget)]  # fmt: skip
+           "--steps", str(args.steps), "--budget", str(args.budget),
+           "--items", args.items]  # fmt: skip
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     if res.returncode != 0:
         raise RuntimeError(f"{lib} worker failed:\n{res.stderr[-2000:]}")
@@ -219,6 +220,7 @@ def measure(args):
     columns.append(("pytorch", "torch", {}))
     loads = args.loads.split(",")
     times = {}  # (column, load, item) -> [seconds]
+    per_worker = {}  # (column, load, item) -> [median ms of each worker process]
     print(f"{args.threads} threads, {os.cpu_count()} cores; uptime: {os.getloadavg()}")
     for load_kind in loads:
         load = None
@@ -228,11 +230,14 @@ def measure(args):
                 for col, lib, env in columns:
                     for item, t in _run_worker(lib, env, args).items():
                         times.setdefault((col, load_kind, item), []).extend(t)
+                        per_worker.setdefault((col, load_kind, item), []).append(
+                            1e3 * statistics.median(t)
+                        )
         finally:
             if load is not None:
                 load.stop()
         print(f"  measured under load {load_kind!r}", flush=True)
-    items = [f"train {n}" for n in NETS] + [f"predict {n}" for n in NETS]
+    items = [f"{kind} {n}" for kind in ("train", "predict") if kind in args.items for n in NETS]
     print("\nms: median (best) of all steps; slowdown = loaded median / quiet median")
     head = f"{'item':<22}{'load':<8}" + "".join(f"{c:>30}" for c, _, _ in columns)
     print(head)
@@ -248,6 +253,10 @@ def measure(args):
                     cell += f" x{med / q:.2f}"
                 row += f"{cell:>30}"
             print(row)
+    if args.verbose:
+        print("\nmedian ms of each worker process, in run order")
+        for (col, load_kind, item), meds in per_worker.items():
+            print(f"{col:<20}{load_kind:<8}{item:<22}" + " ".join(f"{m:.2f}" for m in meds))
     print(f"uptime at end: {os.getloadavg()}")
 
 
@@ -383,13 +392,15 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--steps", type=int, default=6, help="timed training steps per worker")
     ap.add_argument("--budget", type=float, default=1.0, help="seconds per item per worker")
+    ap.add_argument("--items", default="train,predict", help="what to time: train, predict")
+    ap.add_argument("--verbose", action="store_true", help="each worker's median too")
     ap.add_argument("--count-regions", action="store_true")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--load", help=argparse.SUPPRESS)
     ap.add_argument("--count-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        worker(args.worker, args.threads, args.steps, args.budget)
+        worker(args.worker, args.threads, args.steps, args.budget, args.items)
     elif args.load:
         load_loop(args.load, args.threads)
     elif args.count_child:

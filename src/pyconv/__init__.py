@@ -18,7 +18,7 @@ import os as _os
 # loaded (with _core, just below), so pyconv sets a short spin here where the user set
 # neither, and removes it from the environment again once read, so that programs this one
 # starts keep their own defaults. A user's setting of either variable is kept as it is.
-_WAIT_DEFAULT = ("GOMP_SPINCOUNT", "10000")  # measured with bench/contention.py (README)
+_WAIT_DEFAULT = ("GOMP_SPINCOUNT", "3000")  # measured with bench/contention.py (README)
 _WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
@@ -157,7 +157,7 @@ def thread_info() -> dict:
     OpenMP calls go to; and how that runtime's threads wait for work, which libgomp fixes
     from ``OMP_WAIT_POLICY`` / ``GOMP_SPINCOUNT`` when it is loaded:
 
-    - ``wait_source`` "pyconv default": neither was set, pyconv set ``GOMP_SPINCOUNT=10000``
+    - ``wait_source`` "pyconv default": neither was set, pyconv set ``GOMP_SPINCOUNT=3000``
       (threads spin briefly, then sleep, so they give the cores back under contention);
     - "environment": the user's setting (``wait_settings``) was kept;
     - "runtime loaded before pyconv": another library (e.g. PyTorch, which ships a libgomp
