@@ -211,6 +211,19 @@ def _parse_env(text):
     return dict(kv.split("=", 1) for kv in text.split(",") if kv)
 
 
+def _measure_load(load_kind, columns, args, times, per_worker):
+    load = None
+    try:
+        load = Load(load_kind, args.threads, _parse_env(args.load_env))
+        for col, lib, env in columns:
+            for item, t in _run_worker(lib, env, args).items():
+                times.setdefault((col, load_kind, item), []).extend(t)
+                per_worker.setdefault((col, load_kind, item), []).append(1e3 * statistics.median(t))
+    finally:
+        if load is not None:
+            load.stop()
+
+
 def measure(args):
     variants = {}
     for spec in args.variant or ["default="]:
@@ -222,24 +235,13 @@ def measure(args):
     times = {}  # (column, load, item) -> [seconds]
     per_worker = {}  # (column, load, item) -> [median ms of each worker process]
     print(f"{args.threads} threads, {os.cpu_count()} cores; uptime: {os.getloadavg()}")
-    for load_kind in loads:
-        load = None
-        try:
-            load = Load(load_kind, args.threads, _parse_env(args.load_env))
-            for _ in range(args.rounds):
-                for col, lib, env in columns:
-                    for item, t in _run_worker(lib, env, args).items():
-                        times.setdefault((col, load_kind, item), []).extend(t)
-                        per_worker.setdefault((col, load_kind, item), []).append(
-                            1e3 * statistics.median(t)
-                        )
-        finally:
-            if load is not None:
-                load.stop()
-        print(f"  measured under load {load_kind!r}", flush=True)
+    for r in range(args.rounds):  # loads inside rounds: the machine's own noise hits all
+        for load_kind in loads:
+            _measure_load(load_kind, columns, args, times, per_worker)
+        print(f"  round {r + 1} of {args.rounds} done", flush=True)
     items = [f"{kind} {n}" for kind in ("train", "predict") if kind in args.items for n in NETS]
-    print("\nms: median (best) of all steps; slowdown = loaded median / quiet median")
-    head = f"{'item':<22}{'load':<8}" + "".join(f"{c:>30}" for c, _, _ in columns)
+    print("\nms: median (best) of all steps; slowdown: loaded/quiet of the median, of the best")
+    head = f"{'item':<22}{'load':<8}" + "".join(f"{c:>34}" for c, _, _ in columns)
     print(head)
     for item in items:
         for load_kind in loads:
@@ -249,9 +251,11 @@ def measure(args):
                 med, best = 1e3 * statistics.median(t), 1e3 * min(t)
                 cell = f"{med:.2f} ({best:.2f})"
                 if load_kind != "quiet" and "quiet" in loads:
-                    q = 1e3 * statistics.median(times[(col, "quiet", item)])
-                    cell += f" x{med / q:.2f}"
-                row += f"{cell:>30}"
+                    q = times[(col, "quiet", item)]
+                    cell += (
+                        f" x{med / (1e3 * statistics.median(q)):.2f},{best / (1e3 * min(q)):.2f}"
+                    )
+                row += f"{cell:>34}"
             print(row)
     if args.verbose:
         print("\nmedian ms of each worker process, in run order")
