@@ -10,15 +10,20 @@ from __future__ import annotations
 import os as _os
 
 # --- OpenMP wait policy -----------------------------------------------------------------------
-# Between and at the end of parallel regions libgomp's threads wait for work by spinning,
-# by default for about 300,000 iterations (milliseconds) before they sleep. On a quiet
-# machine that saves a wake-up; on a shared one the spinning threads take the cores from the
-# work of this and other processes (a training step measured 5-10x slower beside another
-# multi-threaded job). libgomp reads OMP_WAIT_POLICY and GOMP_SPINCOUNT once, when it is
-# loaded (with _core, just below), so pyconv sets a short spin here where the user set
-# neither, and removes it from the environment again once read, so that programs this one
-# starts keep their own defaults. A user's setting of either variable is kept as it is.
-_WAIT_DEFAULT = ("GOMP_SPINCOUNT", "3000")  # measured with bench/contention.py (README)
+# A libgomp thread that waits for work (between parallel regions, at a region's end) spins
+# before it sleeps, by default 300,000 iterations: about 12 ms on a 2-core EPYC VM. On a shared
+# machine the spinning threads take the cores from the work of this and other processes (a
+# training step measured 5-10x slower beside busy loops or another multi-threaded job), and a
+# short spin (3,000: 0.1 ms) made batch-1 predict 5-10x slower in most processes even on a
+# quiet machine (likely both threads stacked on one core, one spinning while the other waits
+# to run; longer spins keep both cores busy, hence placed apart). Sleeping at once
+# (passive) costs a wake-up per region (about 0.1 ms more on a quiet machine's batch-1
+# predict) and never more: bench/contention.py, README "Threads". libgomp reads
+# OMP_WAIT_POLICY and GOMP_SPINCOUNT once, when it is loaded (with _core, just below), so pyconv
+# sets the policy here where the user set neither, and removes it from the environment again
+# once read, so that programs this one starts keep their own defaults. A user's setting of
+# either variable is kept as it is.
+_WAIT_DEFAULT = ("OMP_WAIT_POLICY", "passive")
 _WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
@@ -157,8 +162,8 @@ def thread_info() -> dict:
     OpenMP calls go to; and how that runtime's threads wait for work, which libgomp fixes
     from ``OMP_WAIT_POLICY`` / ``GOMP_SPINCOUNT`` when it is loaded:
 
-    - ``wait_source`` "pyconv default": neither was set, pyconv set ``GOMP_SPINCOUNT=3000``
-      (threads spin briefly, then sleep, so they give the cores back under contention);
+    - ``wait_source`` "pyconv default": neither was set, pyconv set ``OMP_WAIT_POLICY=passive``
+      (waiting threads sleep at once, so they give the cores back under contention);
     - "environment": the user's setting (``wait_settings``) was kept;
     - "runtime loaded before pyconv": another library (e.g. PyTorch, which ships a libgomp
       of the same name that pyconv then shares) loaded libgomp before pyconv was imported,
