@@ -9,8 +9,65 @@ from __future__ import annotations
 
 import os as _os
 
-from . import _core
-from ._shapes import as_int as _as_int
+# --- OpenMP wait policy -----------------------------------------------------------------------
+# A libgomp thread that waits for work (between parallel regions, at a region's end) spins
+# before it sleeps, by default 300,000 iterations: about 12 ms on a 2-core EPYC VM. On a shared
+# machine the spinning threads take the cores from the work of this and other processes (a
+# training step measured 5-10x slower beside busy loops or another multi-threaded job), and a
+# short spin (3,000: 0.1 ms) made batch-1 predict 5-10x slower in most processes even on a
+# quiet machine (likely both threads stacked on one core, one spinning while the other waits
+# to run; longer spins keep both cores busy, hence placed apart). Sleeping at once
+# (passive) costs a wake-up per region (about 0.1 ms more on a quiet machine's batch-1
+# predict) and never more: bench/contention.py, README "Threads". libgomp reads
+# OMP_WAIT_POLICY and GOMP_SPINCOUNT once, when it is loaded (with _core, just below), so pyconv
+# sets the policy here where the user set neither, and removes it from the environment again
+# once read, so that programs this one starts keep their own defaults. A user's setting of
+# either variable is kept as it is.
+_WAIT_DEFAULT = ("OMP_WAIT_POLICY", "passive")
+_WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+def _mapped_libgomp() -> set[str]:
+    """Paths of the OpenMP runtimes (libgomp) already mapped into this process."""
+    try:
+        with open("/proc/self/maps") as f:
+            return {
+                ln.split(None, 5)[5].strip() for ln in f if "libgomp" in ln and ln.count(" ") >= 5
+            }
+    except (OSError, IndexError):
+        return set()
+
+
+def _libgomp_of_core() -> str | None:
+    """The file of the libgomp that _core's OpenMP calls go to (None where not found)."""
+    try:
+        import ctypes
+
+        core = ctypes.CDLL(_core.__file__, mode=_os.RTLD_NOLOAD | _os.RTLD_LAZY)
+        fn = ctypes.cast(core.GOMP_parallel, ctypes.c_void_p).value
+
+        class DlInfo(ctypes.Structure):
+            _fields_ = [("fname", ctypes.c_char_p), ("fbase", ctypes.c_void_p),
+                        ("sname", ctypes.c_char_p), ("saddr", ctypes.c_void_p)]  # fmt: skip
+
+        info = DlInfo()
+        if not ctypes.CDLL(None).dladdr(ctypes.c_void_p(fn), ctypes.byref(info)):
+            return None
+        return _os.path.realpath(info.fname.decode())
+    except (OSError, AttributeError, ValueError, TypeError):
+        return None
+
+
+_user_wait = {k: _os.environ[k] for k in _WAIT_VARS if k in _os.environ}
+_gomp_before = {_os.path.realpath(p) for p in _mapped_libgomp()}
+if not _user_wait:
+    _os.environ[_WAIT_DEFAULT[0]] = _WAIT_DEFAULT[1]
+try:
+    from . import _core
+finally:
+    if not _user_wait:
+        del _os.environ[_WAIT_DEFAULT[0]]
+from ._shapes import as_int as _as_int  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -83,6 +140,44 @@ def _check_default_threads() -> None:
 
 
 _check_default_threads()
+
+
+def _wait_policy_info() -> dict:
+    gomp = _libgomp_of_core()
+    if gomp is not None and gomp in _gomp_before:
+        source = "runtime loaded before pyconv"
+    elif gomp is None and _gomp_before:
+        source = "unknown"
+    else:
+        source = "environment" if _user_wait else "pyconv default"
+    settings = dict([_WAIT_DEFAULT]) if source == "pyconv default" else dict(_user_wait)
+    return {"openmp_runtime": gomp, "source": source, "settings": settings}
+
+
+_WAIT_INFO = _wait_policy_info()
+
+
+def thread_info() -> dict:
+    """How pyconv's threads run: ``num_threads``; ``openmp_runtime``, the libgomp file its
+    OpenMP calls go to; and how that runtime's threads wait for work, which libgomp fixes
+    from ``OMP_WAIT_POLICY`` / ``GOMP_SPINCOUNT`` when it is loaded:
+
+    - ``wait_source`` "pyconv default": neither was set, pyconv set ``OMP_WAIT_POLICY=passive``
+      (waiting threads sleep at once, so they give the cores back under contention);
+    - "environment": the user's setting (``wait_settings``) was kept;
+    - "runtime loaded before pyconv": another library (e.g. PyTorch, which ships a libgomp
+      of the same name that pyconv then shares) loaded libgomp before pyconv was imported,
+      with the environment of that time (its default spins for milliseconds unless
+      ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` was set); ``wait_settings`` shows the
+      variables set now. Import pyconv first, or set the variable before Python starts;
+    - "unknown": the runtime could not be identified.
+    """
+    return {
+        "num_threads": get_num_threads(),
+        "openmp_runtime": _WAIT_INFO["openmp_runtime"],
+        "wait_source": _WAIT_INFO["source"],
+        "wait_settings": dict(_WAIT_INFO["settings"]),
+    }
 
 
 def set_conv_algorithm(name: str) -> None:
@@ -197,6 +292,7 @@ __all__ = [
     "set_isa",
     "set_num_threads",
     "set_random_seed",
+    "thread_info",
     "utils",
     *layers.__all__,
 ]
