@@ -15,8 +15,10 @@ and ResNet-18), all in one run with the same thread count.
 - peak memory of training steps per library, each in a fresh process
   (train_bench.step_memory: the high-water RSS above the set-up's).
 Each number is the best of ``--repeats`` rounds of ``--steps`` calls; the rounds interleave
-the libraries, with a pause between them for the previous one's threads to go idle.
-``--quick`` (batch 4 / 2, one round of one step, no memory runs) is a smoke run (< 1 min).
+the libraries, with a pause between them for the previous one's threads to go idle; PyTorch's
+slower layout of the first round is not timed again. Memory: 2 steps (the first allocates
+the momentum slots, the second runs with them).
+``--quick`` (112 px, batch 4 / 2, one round of one step, no memory runs) is a smoke run.
 A benchmark, not a test: nothing asserts a speed.
 """
 
@@ -34,24 +36,33 @@ from train_bench import TORCH_LAYOUTS, settle, summarise, torch
 import pyconv
 
 NETWORKS = {"resnet18": 32, "resnet50": 32, "vgg16": 8}  # name: batch
-QUICK_BATCH = {"resnet18": 4, "resnet50": 4, "vgg16": 2}
+QUICK_BATCH, QUICK_SIZE = {"resnet18": 4, "resnet50": 4, "vgg16": 2}, 112  # --quick
 
 
-def interleaved(fns, calls, repeats):
+def interleaved(fns, calls, repeats, alternatives=()):
     """{label: fastest seconds of ``calls`` consecutive calls}: one warm-up call each, then
-    ``repeats`` rounds that time every library in turn."""
+    ``repeats`` rounds that time every library in turn. ``alternatives``: labels of which
+    only the fastest in the first round is timed in the later ones (PyTorch's two layouts:
+    the slower one keeps its first-round time; a third of the time saved at 3 rounds)."""
     for fn in fns.values():
         settle()
         fn()
     best = dict.fromkeys(fns, float("inf"))
-    for _ in range(repeats):
-        for label, fn in fns.items():
+    active, alternatives = list(fns), [label for label in alternatives if label in fns]
+    for round_ in range(repeats):
+        for label in active:
             settle()
             t = time.perf_counter()
             for _ in range(calls):
-                fn()
+                fns[label]()
             best[label] = min(best[label], time.perf_counter() - t)
+        if round_ == 0 and len(alternatives) > 1:
+            keep = min(alternatives, key=best.__getitem__)
+            active = [label for label in active if label == keep or label not in alternatives]
     return best
+
+
+TORCH_LABELS = tuple(f"torch {lay}" for lay in TORCH_LAYOUTS)
 
 
 def training(name, x, y, steps, repeats, image_size=None):
@@ -65,7 +76,7 @@ def training(name, x, y, steps, repeats, image_size=None):
         )
         for lib, lay in libs
     }
-    best = interleaved(fns, steps, repeats)
+    best = interleaved(fns, steps, repeats, TORCH_LABELS)
     del fns
     gc.collect()
     return summarise({k: len(x) * steps / v for k, v in best.items()}, max)
@@ -85,7 +96,7 @@ def inference(name, x, steps, repeats, threads, image_size=None):
             run = train_bench.ort_session(model, threads, tmp)
             train_bench.check_same(f"{name} onnxruntime", run(x), model.predict_on_batch(x))
             fns["ort"] = lambda: run(x)
-        best = interleaved(fns, steps, repeats)
+        best = interleaved(fns, steps, repeats, TORCH_LABELS)
     return summarise({k: len(x) * steps / v for k, v in best.items()}, max)
 
 
@@ -95,12 +106,19 @@ def bench_network(name, batch, threads, steps, repeats, memory=True, image_size=
     size = image_size or 224
     x = rng.random((batch, size, size, 3), dtype=np.float32)
     y = rng.integers(0, 1000, batch)
-    row = {"name": name, "batch": batch, "size": size}
+    row = {"name": name, "batch": batch, "size": size, "seconds": {}}
+    t = time.perf_counter()
     row["train"] = training(name, x, y, steps, repeats, image_size)
+    row["seconds"]["train"], t = time.perf_counter() - t, time.perf_counter()
     row["infer"] = inference(name, x, steps, repeats, threads, image_size)
+    row["seconds"]["infer"], t = time.perf_counter() - t, time.perf_counter()
     if memory:
         layout = row["train"]["torch layout"] or "NCHW"
-        row["memory"] = train_bench.step_memory(name, batch, threads, "sgd", layout, image_size)
+        # 2 steps: the first allocates the momentum slots, the second runs with them
+        row["memory"] = train_bench.step_memory(
+            name, batch, threads, "sgd", layout, image_size, steps=2
+        )
+        row["seconds"]["memory"] = time.perf_counter() - t
     return row
 
 
@@ -115,14 +133,17 @@ def run(names, batches, threads, steps, repeats, memory=True, latency=True, imag
         t = time.perf_counter()
         row = bench_network(name, batches[name], threads, steps, repeats, memory, image_size)
         out["rows"].append(row)
+        took = ", ".join(f"{k} {v:.0f} s" for k, v in row["seconds"].items())
         log(f"{name} batch {row['batch']}: training {_short(row['train'])}; inference "
-            f"{_short(row['infer'])} ({time.perf_counter() - t:.0f} s)")  # fmt: skip
+            f"{_short(row['infer'])} ({took}; {time.perf_counter() - t:.0f} s)")  # fmt: skip
     if latency:
+        t = time.perf_counter()
         for name in train_bench.LATENCY_NETS:
             out["latency"][name] = train_bench.latency(
                 name, threads, repeats=max(repeats, 2), budget=latency_budget
             )
             log(f"{name} batch-1 latency ms: {_short(out['latency'][name], '.3f')}")
+        log(f"batch-1 latency rows: {time.perf_counter() - t:.0f} s")
     return out
 
 
@@ -251,6 +272,7 @@ def main(argv=None):
     if args.quick:
         batches = {n: QUICK_BATCH[n] if not args.batch else batches[n] for n in names}
         args.steps, args.repeats, args.no_memory = 1, 1, True
+        args.image_size = args.image_size or QUICK_SIZE
     res = run(names, batches, args.threads, args.steps, args.repeats,
               memory=not args.no_memory, latency=not args.no_latency,
               image_size=args.image_size, latency_budget=0.3 if args.quick else 1.0)  # fmt: skip

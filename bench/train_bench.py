@@ -216,7 +216,7 @@ def step_peak_kib(step, steps=3):
     return _hwm_kib() - base
 
 
-def _memory_child(library, name, batch, threads, optimizer, layout, image_size):
+def _memory_child(library, name, batch, threads, optimizer, layout, image_size, steps):
     """Runs in a fresh process: prints the steps' peak memory above the set-up, in KiB."""
     pyconv.set_num_threads(threads)
     if torch is not None:
@@ -227,16 +227,20 @@ def _memory_child(library, name, batch, threads, optimizer, layout, image_size):
     y = rng.integers(0, model.output_shape[-1], batch)
     del model
     step = train_steps(library, name, x, y, optimizer, layout, image_size)
-    print(json.dumps({"kib": step_peak_kib(step)}))
+    print(json.dumps({"kib": step_peak_kib(step, steps)}))
 
 
-def step_memory(name, batch, threads, optimizer="adam", torch_layout="NCHW", image_size=None):
-    """{library: peak KiB of training steps above set-up}, each from a fresh process."""
+def step_memory(
+    name, batch, threads, optimizer="adam", torch_layout="NCHW", image_size=None, steps=3
+):
+    """{library: peak KiB of ``steps`` training steps above set-up}, each library in a fresh
+    process."""
     out = {}
     for library in ("pyconv", "torch") if torch is not None else ("pyconv",):
         res = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--memory-child", library, name,
-             str(batch), str(threads), optimizer, torch_layout, str(image_size or 0)],
+             str(batch), str(threads), optimizer, torch_layout, str(image_size or 0),
+             str(steps)],
             capture_output=True, text=True,
         )  # fmt: skip
         if res.returncode:
@@ -272,12 +276,12 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=pyconv.get_num_threads())
     ap.add_argument("--latency", action="store_true", help="batch-1 inference latency too")
     ap.add_argument("--memory", action="store_true", help="peak memory of a training step too")
-    ap.add_argument("--memory-child", nargs=7, help=argparse.SUPPRESS)
+    ap.add_argument("--memory-child", nargs=8, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.memory_child:
-        library, name, batch, threads, optimizer, layout, size = args.memory_child
+        library, name, batch, threads, optimizer, layout, size, steps = args.memory_child
         _memory_child(library, name, int(batch), int(threads), optimizer, layout,
-                      int(size) or None)  # fmt: skip
+                      int(size) or None, int(steps))  # fmt: skip
         return
     pyconv.set_num_threads(args.threads)
     if torch is not None:

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
+import pyconv
+
+torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -23,8 +25,13 @@ import train_bench  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def no_pauses(monkeypatch):
-    """The pauses between libraries only matter for timing, which these tests do not check."""
+    """The pauses between libraries only matter for timing, which these tests do not check;
+    the scripts set both libraries' thread counts: restored afterwards."""
     monkeypatch.setattr(train_bench, "SETTLE_S", 0.0)
+    threads = (pyconv.get_num_threads(), torch.get_num_threads())
+    yield
+    pyconv.set_num_threads(threads[0])
+    torch.set_num_threads(threads[1])
 
 
 def test_torch_networks_have_the_zoo_parameter_counts():
@@ -32,6 +39,10 @@ def test_torch_networks_have_the_zoo_parameter_counts():
     counts = {n: torch_nets.trainable_params(torch_nets.BUILDERS[n]()) for n in
               ("resnet18", "resnet50", "vgg16")}  # fmt: skip
     assert counts == {"resnet18": 11_689_512, "resnet50": 25_557_032, "vgg16": 138_357_544}
+    # --image-size: VGG's first dense layer follows the input size in both libraries
+    small = train_bench.build_pyconv("vgg16", 32)
+    ours = sum(v.value.size for v in small.trainable_weights)
+    assert ours == torch_nets.trainable_params(train_bench.build_torch("vgg16", image_size=32))
 
 
 def test_parse_batches():
@@ -44,10 +55,10 @@ def test_parse_batches():
 
 
 def test_networks_script_small(capsys):
-    res = networks.main(["--networks", "resnet18,vgg16", "--image-size", "32", "--batch", "2",
-                         "--steps", "1", "--repeats", "1", "--no-latency"])  # fmt: skip
+    res = networks.main(["--networks", "resnet18", "--image-size", "32", "--batch", "2",
+                         "--steps", "1", "--repeats", "2", "--no-latency", "--threads", "1"])  # fmt: skip
     out = capsys.readouterr().out
-    assert "| resnet18 32px | 2 |" in out and "| vgg16 32px | 2 |" in out
+    assert "| resnet18 32px | 2 |" in out
     for row in res["rows"]:
         for part in ("train", "infer"):
             assert row[part]["pyconv"] > 0 and row[part]["torch"] > 0
