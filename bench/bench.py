@@ -419,7 +419,7 @@ def network_targets(nets):
     return lines
 
 
-def render(rows, pools, scaling, peak, threads, command, nets=None, note=None):
+def render(rows, pools, scaling, peak, threads, command, nets=None, note=None, plots=False):
     single, total = peak
     lines = [
         "# pyconv benchmark",
@@ -459,6 +459,8 @@ def render(rows, pools, scaling, peak, threads, command, nets=None, note=None):
                 line += f" {tv:.1f} ({r[('torch layout', ps)]}) | {fmt_ratio(ours, tv)} |"
             lines.append(line)
         lines.append("")
+        if plots and ps == "forward":
+            lines += ["![conv2d forward GFLOP/s](conv_forward.png)", ""]
 
     lines += ["## Targets (issue 16), from the tables of this run", ""]
     lines += shape_targets(rows, total)
@@ -479,12 +481,14 @@ def render(rows, pools, scaling, peak, threads, command, nets=None, note=None):
             "pyconv's own export (`pyconv.onnx.export`) with as many intra-op threads. PyTorch: "
             "the faster of NCHW and channels_last (bench/torch_nets.py, the same "
             "architectures and parameter counts). Step peak memory: the RSS high-water mark of "
-            "3 training steps above the set-up's, each library in a fresh process (PyTorch in "
+            "2 training steps above the set-up's, each library in a fresh process (PyTorch in "
             f"its faster layout). Best of {net['repeats']} interleaved rounds of "
             f"{net['steps']} calls (python bench/networks.py).",
             "",
         ]
         lines += networks.render(net)
+        if plots and net["rows"]:
+            lines += ["![whole networks, img/s](networks.png)", ""]
     lecture = nets.get("lecture") if nets else None
     if lecture:
         lines += [
@@ -678,7 +682,9 @@ def scaling_note(peak, threads, bandwidth, caches):
         per = {P: (flops / P) / (wbytes + n / P * io) for P in (2, 16, 64)}
         lines.append(
             f"| {name} | {wbytes / 1024:.0f}{' (> L2)' if l2 and wbytes > l2 else ''} | "
-            f"{io / 1024:.0f} | {per[2]:.0f} / {per[16]:.0f} / {per[64]:.0f} | "
+            f"{io / 1024:.0f} | "
+            + " / ".join(f"{v:.{0 if v >= 10 else 1}f}" for v in per.values())
+            + " | "
             f"{single / per[64]:.1f} |"
         )
     lines.append("")
@@ -695,7 +701,7 @@ def plot(rows, path):
     series = [("pyconv", "pyconv"), ("numpy", "NumPy im2col+matmul")]
     if torch is not None:
         series.append(("torch", "PyTorch"))
-    fig, ax = plt.subplots(figsize=(12, 5))
+    fig, ax = plt.subplots(figsize=(max(12, 0.45 * len(rows)), 5))
     width = 0.8 / len(series)
     for i, (key, label) in enumerate(series):
         ax.bar(
@@ -775,7 +781,7 @@ def main(argv=None):
         if not args.quick:
             nets["lecture"] = bench_lecture(args.threads)
         print(f"network sections: {time.perf_counter() - t1:.0f} s", flush=True)
-    report = render(rows, pools, scaling, peak, args.threads, command, nets, note)
+    report = render(rows, pools, scaling, peak, args.threads, command, nets, note, args.plots)
     print(report)
     print(f"total: {time.perf_counter() - t0:.0f} s")
     if args.out:
