@@ -227,7 +227,7 @@ def plot(res, path):
             )
         ax.set_xticks(
             [j + width * (len(libs) - 1) / 2 for j in range(len(rows))],
-            [f"{r['name']}\nbatch {r['batch']}" for r in rows],
+            [f"{r['name']} {r['size']}px\nbatch {r['batch']}" for r in rows],
         )
         ax.set_yscale("log")
         ax.set_title(title)
