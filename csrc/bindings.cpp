@@ -379,6 +379,21 @@ void relu_backward(const py::array& dy, const py::array& y, py::array& dx) {
   pyconv::active_kernels().relu_backward(dyp, yp, n, dxp, nt);
 }
 
+void sgd_update(py::array& w, const py::array& g, OptArray& m, double lr, double momentum,
+                bool nesterov) {
+  expect_flat(w, "w", w.size(), true, "w");
+  expect_flat(g, "g", w.size(), false, "w");
+  if (m) expect_flat(*m, "m", w.size(), true, "w");
+  auto* wp = static_cast<float*>(w.mutable_data());
+  auto* gp = static_cast<const float*>(g.data());
+  auto* mp = m ? static_cast<float*>(m->mutable_data()) : nullptr;
+  const int64_t n = w.size();
+  const int nt = pyconv::kernel_threads();
+  py::gil_scoped_release nogil;
+  pyconv::active_kernels().sgd_update(wp, gp, mp, n, static_cast<float>(lr),
+                                      static_cast<float>(momentum), nesterov, nt);
+}
+
 void adam_update(py::array& w, const py::array& g, py::array& m, py::array& v, OptArray& vhat,
                  double step, double beta_1, double beta_2, double eps) {
   expect_flat(w, "w", w.size(), true, "w");
@@ -563,6 +578,8 @@ PYBIND11_MODULE(_core, m) {
         "y = x / (1 - rate) where hash(index, key) keeps it, else 0 (same key, same mask)");
   m.def("relu_backward", &relu_backward, arg("grad_out"), arg("y"), arg("grad_x"),
         "grad_x = grad_out where y > 0, else 0 (grad_x may be grad_out)");
+  m.def("sgd_update", &sgd_update, arg("w"), arg("g"), arg("m").none(true), arg("lr"),
+        arg("momentum"), arg("nesterov"));
   m.def("adam_update", &adam_update, arg("w"), arg("g"), arg("m"), arg("v"), arg("vhat").none(true),
         arg("step"), arg("beta_1"), arg("beta_2"), arg("epsilon"),
         "One in-place Adam step (Keras's rule) of w with gradient g and moments m, v");

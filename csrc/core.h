@@ -115,6 +115,8 @@ using ReluBackwardFn = void (*)(const float* dy, const float* y, int64_t n, floa
 // One Adam step over n parameters (Keras's rule; step = lr * sqrt(1-b2^t) / (1-b1^t)):
 // m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); vhat = max(vhat, v) when vhat is given
 // (AMSGrad); w -= step * m / (sqrt(vhat or v) + eps).
+using SgdUpdateFn = void (*)(float* w, const float* g, float* m, int64_t n, float lr,
+                             float momentum, bool nesterov, int nthreads);
 using AdamUpdateFn = void (*)(float* w, const float* g, float* m, float* v, float* vhat, int64_t n,
                               float step, float beta_1, float beta_2, float eps, int nthreads);
 // Measured single-thread FMA throughput of this ISA, GFLOP/s.
@@ -140,6 +142,7 @@ using WorkspaceBytesFn = int64_t (*)();
   X(DropoutFn, dropout, eltwise)                                \
   X(ReluBackwardFn, relu_backward, eltwise)                     \
   X(AdamUpdateFn, adam_update, eltwise)                         \
+  X(SgdUpdateFn, sgd_update, eltwise)                           \
   X(PeakGflopsFn, peak_gflops, peak)                            \
   X(ReleaseWorkspaceFn, release_workspace, workspace)           \
   X(WorkspaceBytesFn, workspace_bytes, workspace)

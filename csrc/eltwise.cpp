@@ -1,4 +1,4 @@
-// Element-wise kernels: dropout, ReLU backward, the Adam step (compiled once per ISA).
+// Element-wise kernels: dropout, ReLU backward, the SGD and Adam steps (compiled once per ISA).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -71,12 +71,38 @@ void adam_update(float* w, const float* g, float* m, float* v, float* vhat, int6
   }
 }
 
+// SGD: w -= lr*g; with momentum m = mu*m - lr*g, then w += m (Nesterov: w += mu*m - lr*g).
+// One pass instead of NumPy's four, and no lr*g temporary the size of the weights (400 MB for
+// VGG-16's first dense layer). m == nullptr: no momentum.
+void sgd_update(float* w, const float* g, float* m, int64_t n, float lr, float momentum,
+                bool nesterov, int nthreads) {
+  constexpr int64_t kBlock = 1 << 14;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t b = 0; b < ceil_div(n, kBlock); ++b) {
+    const int64_t lo = b * kBlock, hi = std::min(n, lo + kBlock);
+    if (!m) {
+      for (int64_t i = lo; i < hi; ++i) w[i] -= lr * g[i];
+    } else if (nesterov) {
+      for (int64_t i = lo; i < hi; ++i) {
+        m[i] = momentum * m[i] - lr * g[i];
+        w[i] += momentum * m[i] - lr * g[i];
+      }
+    } else {
+      for (int64_t i = lo; i < hi; ++i) {
+        m[i] = momentum * m[i] - lr * g[i];
+        w[i] += m[i];
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void register_eltwise(KernelTable& t) {
   t.dropout = &dropout;
   t.relu_backward = &relu_backward;
   t.adam_update = &adam_update;
+  t.sgd_update = &sgd_update;
 }
 
 }  // namespace PYCONV_ISA_NAME

@@ -97,6 +97,12 @@ def release_buffer_cache() -> None: ...
 def relu_backward(grad_out: _F32, y: _F32, grad_x: _F32) -> None:
     """grad_x = grad_out where y > 0, else 0 (grad_x may be grad_out itself)."""
 
+def sgd_update(
+    w: _F32, g: _F32, m: _F32 | None, lr: float, momentum: float, nesterov: bool
+) -> None:
+    """One SGD step in place: w -= lr*g, or with momentum m = momentum*m - lr*g and
+    w += m (Nesterov: w += momentum*m - lr*g)."""
+
 def adam_update(
     w: _F32,
     g: _F32,

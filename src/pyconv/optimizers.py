@@ -156,17 +156,10 @@ class SGD(Optimizer):
         self.nesterov = flag(nesterov, "nesterov")
 
     def _update(self, var, g, lr):
-        if not self.momentum:
-            var.writable()[...] -= lr * g
-            return
-        m = self._slot(var, "momentum")
-        mu = np.float32(self.momentum)
-        m *= mu
-        m -= lr * g
-        if self.nesterov:
-            var.writable()[...] += mu * m - lr * g
-        else:
-            var.writable()[...] += m
+        # one fused pass in the core (no lr*g temporary the size of the weights)
+        m = self._slot(var, "momentum") if self.momentum else None
+        g = np.ascontiguousarray(g, np.float32)
+        _core.sgd_update(var.writable(), g, m, float(lr), self.momentum, self.nesterov)
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
