@@ -121,6 +121,19 @@ def timeit(fn, budget=0.3, min_reps=3, max_reps=50):
     return min(times)
 
 
+def wait_policy_line() -> str:
+    """How the OpenMP threads of this run waited (train_bench imports PyTorch first)."""
+    info = pyconv.thread_info()
+    if info["wait_source"] == "runtime loaded before pyconv":
+        return (
+            "libgomp's default (spinning) for both libraries: PyTorch loaded the runtime "
+            "first and pyconv shares it, as on a dedicated machine. pyconv's own default "
+            "(OMP_WAIT_POLICY=passive) costs batch-1 latency and wins under load: see "
+            "bench/contention.py"
+        )
+    return f"{info['wait_source']} {info['wait_settings']} (both libraries share this runtime)"
+
+
 def measure_peak(threads, seconds=0.3, tries=3):
     """(single-core, all-threads) fp32 FMA peak in GFLOP/s, measured with pyconv's FMA loop:
     the best of ``tries`` (another process on a core can only lower a try)."""
@@ -427,6 +440,7 @@ def render(rows, pools, scaling, peak, threads, command, nets=None, note=None, p
         f"- Command: `{command}`",
         f"- Date: {datetime.date.today().isoformat()}",
         f"- Machine: {cpu_name()}, {threads} threads used; pyconv ISA `{pyconv.get_isa()}`",
+        f"- Waiting threads: {wait_policy_line()}",
         f"- NumPy {np.__version__}"
         + (f", PyTorch {torch.__version__} (CPU)" if torch is not None else ", PyTorch absent"),
         f"- Measured fp32 FMA peak: {single:.1f} GFLOP/s on one core, {total:.1f} GFLOP/s on "

@@ -30,14 +30,20 @@ import time
 
 import numpy as np
 
+# PyTorch before pyconv: PyTorch's libgomp (pyconv then shares it: same file name) keeps
+# libgomp's default wait, spinning, which is what both libraries do on a dedicated machine.
+# pyconv's own default (threads sleep while they wait, for shared machines) is measured
+# against PyTorch's under load by bench/contention.py; the README header says which ran.
+try:
+    import torch
+except ImportError:
+    torch = None
+
 import pyconv
 from pyconv import zoo
 
-try:
-    import torch
+if torch is not None:
     import torch_nets
-except ImportError:
-    torch = None
 try:
     import onnxruntime as ort
 except ImportError:  # ONNX Runtime is an optional peer

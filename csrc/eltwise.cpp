@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "kernel_common.h"
+#include "small_work.h"
 
 namespace pyconv {
 namespace PYCONV_ISA_NAME {
@@ -27,6 +28,7 @@ void dropout(const float* x, int64_t n, uint32_t threshold, float scale, uint64_
              int nthreads) {
   const uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
   constexpr int64_t kBlock = 1 << 14;
+  nthreads = threads_for_bytes(int64_t{8} * n, nthreads);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t b = 0; b < ceil_div(n, kBlock); ++b) {
     const int64_t end = std::min(n, (b + 1) * kBlock);
@@ -39,6 +41,7 @@ void dropout(const float* x, int64_t n, uint32_t threshold, float scale, uint64_
 
 void relu_backward(const float* dy, const float* y, int64_t n, float* dx, int nthreads) {
   constexpr int64_t kBlock = 1 << 14;
+  nthreads = threads_for_bytes(int64_t{8} * n, nthreads);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t b = 0; b < ceil_div(n, kBlock); ++b) {
     const int64_t lo = b * kBlock, hi = std::min(n, lo + kBlock);
@@ -51,6 +54,7 @@ void adam_update(float* w, const float* g, float* m, float* v, float* vhat, int6
                  float beta_1, float beta_2, float eps, int nthreads) {
   const float a1 = 1.f - beta_1, a2 = 1.f - beta_2;
   constexpr int64_t kBlock = 1 << 14;
+  nthreads = threads_for_bytes(int64_t{8} * n, nthreads);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t b = 0; b < ceil_div(n, kBlock); ++b) {
     const int64_t lo = b * kBlock, hi = std::min(n, lo + kBlock);
@@ -77,6 +81,7 @@ void adam_update(float* w, const float* g, float* m, float* v, float* vhat, int6
 void sgd_update(float* w, const float* g, float* m, int64_t n, float lr, float momentum,
                 bool nesterov, int nthreads) {
   constexpr int64_t kBlock = 1 << 14;
+  nthreads = threads_for_bytes(int64_t{8} * n, nthreads);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t b = 0; b < ceil_div(n, kBlock); ++b) {
     const int64_t lo = b * kBlock, hi = std::min(n, lo + kBlock);

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "kernel_common.h"
+#include "small_work.h"
 
 namespace pyconv {
 namespace PYCONV_ISA_NAME {
@@ -42,6 +43,7 @@ void column_sums(int64_t M, int64_t C, double* out, AddRow add_row, int nthreads
 // y = x * scale + shift per channel (batch norm's normalization, inference, and dx).
 void channel_affine(const float* x, int64_t M, int64_t C, const float* scale, const float* shift,
                     float* y, int nthreads) {
+  nthreads = threads_for_bytes(int64_t{8} * M * C, nthreads);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t i = 0; i < M; ++i) {
     const float* xr = x + i * C;

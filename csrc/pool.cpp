@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "kernel_common.h"
+#include "small_work.h"
 
 namespace pyconv {
 namespace PYCONV_ISA_NAME {
@@ -44,6 +45,7 @@ bool channels_contiguous(const V& v) {
 
 template <class Body>
 void for_channel_blocks(const PoolParams& p, int nthreads, Body body) {
+  nthreads = threads_for_bytes(int64_t{4} * p.N * p.H * p.W * p.C, nthreads);
   const int64_t ncb = ceil_div(p.C, POOL_CB);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t task = 0; task < p.N * ncb; ++task) {
@@ -137,6 +139,7 @@ void pool_plane(const PoolParams& p, ConstView4 x, View4 y, int64_t n, int64_t c
 
 template <bool MAX>
 void pool_forward(const PoolParams& p, ConstView4 x, View4 y, int nthreads) {
+  nthreads = threads_for_bytes(int64_t{4} * p.N * p.H * p.W * p.C, nthreads);
   if (channels_contiguous(x) && channels_contiguous(y)) {
 #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int64_t row = 0; row < p.N * p.OH; ++row)
@@ -168,6 +171,7 @@ void zero_channels(View4 v, int64_t n, int64_t c0, int64_t c1) {
 // Pixels outside every window (padding / leftover rows) are zeroed first when there are any.
 void max_pool_backward_tiled(const PoolParams& p, ConstView4 gy, ConstView4 x, View4 gx,
                              int nthreads) {
+  nthreads = threads_for_bytes(int64_t{8} * p.N * p.H * p.W * p.C, nthreads);
   const bool covered = p.pad_t == 0 && p.pad_l == 0 && p.OH * p.KH == p.H && p.OW * p.KW == p.W &&
                        p.stride_h == p.KH && p.stride_w == p.KW;
   auto window_row = [&](int64_t n, int64_t oh) {

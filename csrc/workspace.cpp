@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "kernel_common.h"
+#include "small_work.h"
 
 namespace pyconv {
 namespace PYCONV_ISA_NAME {
@@ -28,6 +29,7 @@ void pack_padded_nhwc(ConstView4 s, int64_t pt, int64_t pb, int64_t pl, int64_t 
                       int64_t cg_pad, float* dst, int nthreads) {
   const int64_t Hp = s.h + pt + pb, Wp = s.w + pl + pr, Cg = s.c / G, Cd = G * cg_pad;
   const bool channels_inner = std::llabs(s.sc) <= std::llabs(s.sw);
+  nthreads = threads_for_bytes(int64_t{4} * s.n * Hp * Wp * Cd, nthreads);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t row = 0; row < s.n * Hp; ++row) {
     const int64_t n = row / Hp, hp = row % Hp, h = hp - pt;
@@ -64,6 +66,7 @@ void pack_padded_nhwc(ConstView4 s, int64_t pt, int64_t pb, int64_t pl, int64_t 
 // Dense NHWC src [N][H][W][C] -> dst view (any strides).
 void unpack_nhwc(const float* src, View4 d, int nthreads) {
   const bool channels_inner = std::llabs(d.sc) <= std::llabs(d.sw);
+  nthreads = threads_for_bytes(int64_t{4} * d.n * d.h * d.w * d.c, nthreads);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t row = 0; row < d.n * d.h; ++row) {
     const int64_t n = row / d.h, h = row % d.h;
