@@ -118,9 +118,31 @@ PoolParams pool_params(const ConstView4& x, int64_t kh, int64_t kw, int64_t sh, 
 
 using OptArray = std::optional<py::array>;
 
+// _core.WeightCache: a layer's packed weights between calls (pyconv::WeightCache, core.h). It
+// also holds the last weights array it was called with: while it is held, no other array can
+// be allocated at its address, so an entry keyed by (address, version) cannot be mistaken for
+// a new array's that happens to get the same address and version. A call with weights at
+// another address drops every entry first.
+struct PyWeightCache {
+  pyconv::WeightCache cache;
+  py::object owner;  // the weights array of the last call (its data pointer: owner_data)
+  const void* owner_data = nullptr;
+  // Called with the GIL held, before the kernel runs (with the GIL released).
+  pyconv::WeightCacheRef use(const py::array& w, int64_t version) {
+    if (version < 0) fail("weight_version must be >= 0, got " + std::to_string(version));
+    if (owner_data != w.data()) {
+      cache.clear();
+      owner = w;
+      owner_data = w.data();
+    }
+    return {&cache, version};
+  }
+};
+
 void conv2d_forward(const py::array& x, const py::array& w, const OptArray& bias, py::array& y,
                     int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
-                    int64_t dh, int64_t dw, int64_t groups, bool relu) {
+                    int64_t dh, int64_t dw, int64_t groups, bool relu, PyWeightCache* weight_cache,
+                    int64_t weight_version) {
   auto xv = cview(x, "x"), wv = cview(w, "w");
   auto yv = mview(y, "y");
   ConvParams p = conv_params(xv, wv, sh, sw, pt, pb, pl, pr, dh, dw, groups);
@@ -132,9 +154,11 @@ void conv2d_forward(const py::array& x, const py::array& w, const OptArray& bias
       fail("bias must be a contiguous float32 array of shape (" + std::to_string(p.O) + ",)");
     b = static_cast<const float*>(bias->data());
   }
+  const pyconv::WeightCacheRef cache =
+      weight_cache ? weight_cache->use(w, weight_version) : pyconv::WeightCacheRef{};
   const int nt = pyconv::kernel_threads();
   py::gil_scoped_release nogil;
-  pyconv::active_kernels().conv2d_forward(p, xv, wv, b, relu, yv, nt);
+  pyconv::active_kernels().conv2d_forward(p, xv, wv, b, relu, yv, cache, nt);
 }
 
 void conv2d_backward_data(const py::array& gy, const py::array& w, py::array& gx, int64_t sh,
@@ -525,11 +549,27 @@ PYBIND11_MODULE(_core, m) {
     }
   });
   using py::arg;
+  py::class_<PyWeightCache>(m, "WeightCache",
+                            "A layer's packed weights kept between conv2d_forward calls")
+      .def(py::init<>())
+      .def(
+          "clear",
+          [](PyWeightCache& c) {
+            c.cache.clear();
+            c.owner = py::none();
+            c.owner_data = nullptr;
+          },
+          "Drop every entry (and the weights array held)")
+      .def_property_readonly(
+          "nbytes", [](PyWeightCache& c) { return c.cache.bytes(); },
+          "Bytes of packed weights held");
   m.def("conv2d_forward", &conv2d_forward, arg("x"), arg("w"), arg("bias").none(true), arg("y"),
         arg("stride_h"), arg("stride_w"), arg("pad_t"), arg("pad_b"), arg("pad_l"), arg("pad_r"),
         arg("dil_h"), arg("dil_w"), arg("groups"), arg("relu") = false,
+        arg("weight_cache").none(true) = py::none(), arg("weight_version") = 0,
         "y[n,o,oh,ow] = bias[o] + sum x[n,c,oh*s+kh*d-p,...] w[o,c,kh,kw] (then max(y, 0) if "
-        "relu); logical NCHW views");
+        "relu); logical NCHW views. weight_cache: packed weights reused while weight_version "
+        "(which must change whenever w's values do) and w's address, shape and strides stay");
   m.def("conv2d_backward_data", &conv2d_backward_data, arg("grad_out"), arg("w"), arg("grad_x"),
         arg("stride_h"), arg("stride_w"), arg("pad_t"), arg("pad_b"), arg("pad_l"), arg("pad_r"),
         arg("dil_h"), arg("dil_w"), arg("groups"));

@@ -10,6 +10,14 @@ import numpy.typing as npt
 
 _F32 = npt.NDArray[np.float32]
 
+class WeightCache:
+    """A layer's packed weights kept between conv2d_forward calls (csrc/core.h)."""
+
+    def __init__(self) -> None: ...
+    def clear(self) -> None: ...
+    @property
+    def nbytes(self) -> int: ...
+
 def conv2d_forward(
     x: _F32,
     w: _F32,
@@ -25,6 +33,8 @@ def conv2d_forward(
     dil_w: int,
     groups: int,
     relu: bool = False,
+    weight_cache: WeightCache | None = None,
+    weight_version: int = 0,
 ) -> None: ...
 def conv2d_backward_data(
     grad_out: _F32,
