@@ -490,7 +490,7 @@ py::dict plan_conv(const std::vector<int64_t>& x_shape, const std::vector<int64_
                    int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
                    int64_t dh, int64_t dw, int64_t groups, const std::optional<std::string>& isa,
                    const std::optional<std::string>& algorithm, std::optional<int> threads,
-                   bool x_dense_nhwc, bool y_dense_nhwc, bool w_dense_hwio) {
+                   bool x_dense_nhwc, bool y_dense_nhwc, bool w_dense_hwio, bool weights_cached) {
   if (x_shape.size() != 4 || w_shape.size() != 4) fail("x_shape and w_shape must have 4 dims");
   for (int64_t d : x_shape)
     if (d < 1) fail("x_shape must be positive");
@@ -511,7 +511,7 @@ py::dict plan_conv(const std::vector<int64_t>& x_shape, const std::vector<int64_
   const int nthreads = threads ? *threads : pyconv::kernel_threads();
   if (nthreads < 1) fail("threads must be >= 1");
   const pyconv::ConvPlan plan =
-      pyconv::plan_conv_forward(p, {x_dense_nhwc, y_dense_nhwc, w_dense_hwio}, algo,
+      pyconv::plan_conv_forward(p, {x_dense_nhwc, y_dense_nhwc, w_dense_hwio, weights_cached}, algo,
                                 {table->vector_width, table->num_vregs}, nthreads);
   using namespace pybind11::literals;
   const pyconv::DirectPlan& d = plan.direct;
@@ -666,7 +666,7 @@ PYBIND11_MODULE(_core, m) {
         arg("pad_t"), arg("pad_b"), arg("pad_l"), arg("pad_r"), arg("dil_h"), arg("dil_w"),
         arg("groups"), arg("isa") = py::none(), arg("algorithm") = py::none(),
         arg("threads") = py::none(), arg("x_dense_nhwc") = true, arg("y_dense_nhwc") = true,
-        arg("w_dense_hwio") = true,
+        arg("w_dense_hwio") = true, arg("weights_cached") = false,
         "Test hook: the convolution forward's plan for a geometry, as a dict");
   m.def("_run_native_tests", &pyconv::run_native_tests,
         "Test hook: runs the C++ unit tests (plans, packing on every supported ISA); returns the "

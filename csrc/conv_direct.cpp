@@ -181,8 +181,8 @@ void run_direct_forward(const DirectPlan& d, const ConvParams& p, ConstView4 x, 
 // (or makes) this geometry's plan and runs it.
 void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float* bias, bool relu,
                     View4 y, WeightCacheRef cache, int nthreads) {
-  const ConvPlan plan =
-      cached_conv_forward_plan(p, conv_layout(p, x, w, y), conv_algorithm(), kIsa, nthreads);
+  const ConvPlan plan = cached_conv_forward_plan(p, conv_layout(p, x, w, y, cache.cache != nullptr),
+                                                 conv_algorithm(), kIsa, nthreads);
   switch (plan.method) {
     case ConvMethod::Winograd:
       if (conv2d_winograd(plan.winograd, p, x, w, bias, relu, y, cache, nthreads)) return;

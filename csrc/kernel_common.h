@@ -148,12 +148,13 @@ bool is_dense_nhwc(const V& v) {
 // this order, as they always did, so that no size product is formed for arrays that are not
 // dense HWIO (the strides of a broadcast or as_strided view).
 inline ConvLayout conv_layout(const ConvParams& p, const ConstView4& x, const ConstView4& w,
-                              const View4& y) {
+                              const View4& y, bool weights_cached = false) {
   ConvLayout l;
   l.x_dense_nhwc = is_dense_nhwc(x);
   l.y_dense_nhwc = is_dense_nhwc(y);
   l.w_dense_hwio = p.groups == 1 && w.sn == 1 && w.sc == p.O && (p.KW == 1 || w.sw == p.C * p.O) &&
                    (p.KH == 1 || w.sh == p.KW * p.C * p.O);
+  l.weights_cached = weights_cached;
   return l;
 }
 

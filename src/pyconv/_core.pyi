@@ -199,6 +199,7 @@ def _plan_conv(
     x_dense_nhwc: bool = True,
     y_dense_nhwc: bool = True,
     w_dense_hwio: bool = True,
+    weights_cached: bool = False,
 ) -> dict[str, object]:
     """Test hook: the conv2d forward's plan (csrc/conv_plan.h) for a geometry, as a dict:
     method ("direct", "winograd", "small_matmul"), weight_layout, workspace_bytes,
