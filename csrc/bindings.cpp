@@ -519,12 +519,12 @@ py::dict plan_conv(const std::vector<int64_t>& x_shape, const std::vector<int64_
       "method"_a = method_name(plan.method),
       "weight_layout"_a = weight_layout_name(plan.weight_layout),
       "workspace_bytes"_a = plan.workspace_bytes, "output_size"_a = py::make_tuple(p.OH, p.OW),
-      "direct"_a =
-          py::dict("tiling"_a = tiling_dict(d.tiling), "pack_input"_a = d.pack_input,
-                   "weights_in_place"_a = d.weights_in_place, "pixel_tiles"_a = d.pixel_tiles,
-                   "chunk"_a = d.chunk, "tasks"_a = d.tasks, "threads"_a = d.threads,
-                   "input_floats"_a = d.input_floats, "weight_floats"_a = d.weight_floats,
-                   "bias_floats"_a = d.bias_floats, "out_floats"_a = d.out_floats));
+      "direct"_a = py::dict("tiling"_a = tiling_dict(d.tiling), "pack_input"_a = d.pack_input,
+                            "weights_in_place"_a = d.weights_in_place,
+                            "merge_row_taps"_a = d.merge_row_taps, "pixel_tiles"_a = d.pixel_tiles,
+                            "chunk"_a = d.chunk, "tasks"_a = d.tasks, "threads"_a = d.threads,
+                            "input_floats"_a = d.input_floats, "weight_floats"_a = d.weight_floats,
+                            "bias_floats"_a = d.bias_floats, "out_floats"_a = d.out_floats));
   if (plan.method == pyconv::ConvMethod::Winograd) {
     const pyconv::WinogradPlan& g = plan.winograd;
     out["winograd"] = py::dict(

@@ -119,10 +119,13 @@ void run_direct_forward(const DirectPlan& d, const ConvParams& p, ConstView4 x, 
   }
   int64_t* in_off = ws.get_index({d.index_entries});
   int64_t* w_off = in_off + T;
+  // Taps: (kh, kw) with Cg channels each, or (merge_row_taps) kernel rows kh with KW * Cg.
+  const int64_t taps = d.merge_row_taps ? p.KH : T, tap_kw = d.merge_row_taps ? 1 : p.KW;
+  const int64_t tap_rows = d.merge_row_taps ? p.KW * Cg : Cg;
   for (int64_t kh = 0; kh < p.KH; ++kh)
-    for (int64_t kw = 0; kw < p.KW; ++kw) {
-      in_off[kh * p.KW + kw] = (kh * p.dil_h * Wp + kw * p.dil_w) * p.C;
-      w_off[kh * p.KW + kw] = (kh * p.KW + kw) * w_tap;
+    for (int64_t kw = 0; kw < tap_kw; ++kw) {
+      in_off[kh * tap_kw + kw] = (kh * p.dil_h * Wp + kw * p.dil_w) * p.C;
+      w_off[kh * tap_kw + kw] = (kh * p.KW + kw) * w_tap;
     }
 
   const bool direct_out = d.out_floats == 0;  // y is dense NHWC
@@ -162,8 +165,8 @@ void run_direct_forward(const DirectPlan& d, const ConvParams& p, ConstView4 x, 
       a.pix_off = pix_off;
       a.in_off = in_off;
       a.w_off = w_off;
-      a.ntaps = static_cast<int>(T);
-      a.C = Cg;
+      a.ntaps = static_cast<int>(taps);
+      a.C = tap_rows;
       a.w = wp + (g * tl.ntl + ot) * wtile;
       a.w_row = w_row;
       a.out = yo + m0 * p.O + g * Og + ot * tl.nt;

@@ -79,6 +79,7 @@ DirectPlan plan_direct(const ConvParams& p, const ConvLayout& layout, IsaShape i
   // weights cost more than the layer itself).
   d.weights_in_place = G == 1 && p.O % tl.nt == 0 && layout.w_dense_hwio &&
                        (p.O == tl.nt || d.pixels <= 4 * tl.pmax);
+  d.merge_row_taps = G == 1 && p.dil_w == 1;
   d.w_tile = d.weights_in_place ? tl.nt : checked_product({T, Cg, tl.nt}, "the packed weights");
   d.w_row = d.weights_in_place ? p.O : tl.nt;
   d.w_tap = d.weights_in_place ? p.C * p.O : Cg * tl.nt;

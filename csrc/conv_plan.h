@@ -63,9 +63,14 @@ enum class WeightLayout {
 
 // The direct kernel: tiles of pmax consecutive output pixels (n, oh, ow) x NT channels.
 struct DirectPlan {
-  Tiling tiling;                 // over the output channels of a group
-  bool pack_input;               // x padded/repacked to NHWC in a workspace (else read in place)
-  bool weights_in_place;         // w read in place (HWIO), else packed into tiles
+  Tiling tiling;          // over the output channels of a group
+  bool pack_input;        // x padded/repacked to NHWC in a workspace (else read in place)
+  bool weights_in_place;  // w read in place (HWIO), else packed into tiles
+  // One group, no column dilation: a kernel row's KW taps read KW*C consecutive input floats
+  // and KW*Cg consecutive weight rows (in both layouts), so they run as one tap of KW*Cg
+  // channels -- the same sums in the same order, with KW times fewer tap loops (a first
+  // layer's 3 channels per tap made the loop overhead count).
+  bool merge_row_taps;
   int64_t w_tile, w_row, w_tap;  // floats between channel tiles / channel rows / taps of w
   int64_t pixels;                // M = N * OH * OW
   int64_t pixel_tiles;           // ceil(M / pmax)
