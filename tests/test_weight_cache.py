@@ -188,3 +188,22 @@ def test_two_python_threads_share_a_model(rng):
     for t in threads:
         t.join()
     assert not errors, errors
+
+
+def test_cached_weights_move_the_winograd_rule(isa, rng):
+    """With cached weights the automatic choice takes Winograd from 32 tiles (here 36): the
+    cached call equals the uncached call with Winograd forced, and the float64 reference."""
+    x, w, b, kw = _data((1, 32, 12, 48, 3, 1, 1), rng)
+    previous = pyconv.get_conv_algorithm()
+    try:
+        pyconv.set_conv_algorithm("winograd")
+        want = F.conv2d(x, w, b, **kw)
+        pyconv.set_conv_algorithm("auto")
+        got = F.conv2d(x, w, b, **kw, weight_cache=F.WeightCache(), weight_version=0)
+        direct = F.conv2d(x, w, b, **kw)
+    finally:
+        pyconv.set_conv_algorithm(previous)
+    np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(got, direct)  # the uncached call stayed direct
+    ref = ref64.conv2d(x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1), b, (1, 1), (1,) * 4)
+    assert_close(got, ref.transpose(0, 2, 3, 1))

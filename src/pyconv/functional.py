@@ -247,8 +247,10 @@ def conv2d(
     (plan once, run many: at batch 1 packing costs about as much as a wide layer's
     convolution); weight_version (an int >= 0, required with a cache) must change whenever
     w's values do -- a layer passes its kernel Variable's version. The cache is reused while
-    the version and w's address, shape and strides stay the same; results are identical to
-    an uncached call.
+    the version and w's address, shape and strides stay the same. Results are identical to
+    an uncached call of the same algorithm; with the automatic choice, cached weights take
+    Winograd on more 3x3 layers (up to 256 channels, from 32 tiles: no per-call weight
+    transform), which rounds differently from the direct kernel by a few ulps.
     Returns y: (N, O, OH, OW) or (N, OH, OW, O).
     """
     if weight_cache is not None and not isinstance(weight_cache, WeightCache):
