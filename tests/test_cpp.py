@@ -159,3 +159,11 @@ def test_workspace_holds_the_plan():
     t.start()
     t.join()
     assert held[0] >= expected > 0
+
+
+def test_row_taps_merge_rule():
+    """A kernel row's taps run as one tap of KW*C channels with one group and no column
+    dilation (tests/test_conv2d.py checks the values of every case)."""
+    assert plan((1, 3, 64, 64), (64, 3, 7, 7), 2, 3)["direct"]["merge_row_taps"]
+    assert not plan((1, 4, 16, 16), (8, 2, 3, 3), 1, 1, groups=2)["direct"]["merge_row_taps"]
+    assert not plan((1, 4, 16, 16), (8, 4, 3, 3), 1, 2, dil=2)["direct"]["merge_row_taps"]
