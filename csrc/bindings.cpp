@@ -118,9 +118,31 @@ PoolParams pool_params(const ConstView4& x, int64_t kh, int64_t kw, int64_t sh, 
 
 using OptArray = std::optional<py::array>;
 
+// _core.WeightCache: a layer's packed weights between calls (pyconv::WeightCache, core.h). It
+// also holds the last weights array it was called with: while it is held, no other array can
+// be allocated at its address, so an entry keyed by (address, version) cannot be mistaken for
+// a new array's that happens to get the same address and version. A call with weights at
+// another address drops every entry first.
+struct PyWeightCache {
+  pyconv::WeightCache cache;
+  py::object owner;  // the weights array of the last call (its data pointer: owner_data)
+  const void* owner_data = nullptr;
+  // Called with the GIL held, before the kernel runs (with the GIL released).
+  pyconv::WeightCacheRef use(const py::array& w, int64_t version) {
+    if (version < 0) fail("weight_version must be >= 0, got " + std::to_string(version));
+    if (owner_data != w.data()) {
+      cache.clear();
+      owner = w;
+      owner_data = w.data();
+    }
+    return {&cache, version};
+  }
+};
+
 void conv2d_forward(const py::array& x, const py::array& w, const OptArray& bias, py::array& y,
                     int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
-                    int64_t dh, int64_t dw, int64_t groups, bool relu) {
+                    int64_t dh, int64_t dw, int64_t groups, bool relu, PyWeightCache* weight_cache,
+                    int64_t weight_version) {
   auto xv = cview(x, "x"), wv = cview(w, "w");
   auto yv = mview(y, "y");
   ConvParams p = conv_params(xv, wv, sh, sw, pt, pb, pl, pr, dh, dw, groups);
@@ -132,9 +154,11 @@ void conv2d_forward(const py::array& x, const py::array& w, const OptArray& bias
       fail("bias must be a contiguous float32 array of shape (" + std::to_string(p.O) + ",)");
     b = static_cast<const float*>(bias->data());
   }
+  const pyconv::WeightCacheRef cache =
+      weight_cache ? weight_cache->use(w, weight_version) : pyconv::WeightCacheRef{};
   const int nt = pyconv::kernel_threads();
   py::gil_scoped_release nogil;
-  pyconv::active_kernels().conv2d_forward(p, xv, wv, b, relu, yv, nt);
+  pyconv::active_kernels().conv2d_forward(p, xv, wv, b, relu, yv, cache, nt);
 }
 
 void conv2d_backward_data(const py::array& gy, const py::array& w, py::array& gx, int64_t sh,
@@ -481,7 +505,7 @@ py::dict plan_conv(const std::vector<int64_t>& x_shape, const std::vector<int64_
                    int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
                    int64_t dh, int64_t dw, int64_t groups, const std::optional<std::string>& isa,
                    const std::optional<std::string>& algorithm, std::optional<int> threads,
-                   bool x_dense_nhwc, bool y_dense_nhwc, bool w_dense_hwio) {
+                   bool x_dense_nhwc, bool y_dense_nhwc, bool w_dense_hwio, bool weights_cached) {
   if (x_shape.size() != 4 || w_shape.size() != 4) fail("x_shape and w_shape must have 4 dims");
   for (int64_t d : x_shape)
     if (d < 1) fail("x_shape must be positive");
@@ -502,7 +526,7 @@ py::dict plan_conv(const std::vector<int64_t>& x_shape, const std::vector<int64_
   const int nthreads = threads ? *threads : pyconv::kernel_threads();
   if (nthreads < 1) fail("threads must be >= 1");
   const pyconv::ConvPlan plan =
-      pyconv::plan_conv_forward(p, {x_dense_nhwc, y_dense_nhwc, w_dense_hwio}, algo,
+      pyconv::plan_conv_forward(p, {x_dense_nhwc, y_dense_nhwc, w_dense_hwio, weights_cached}, algo,
                                 {table->vector_width, table->num_vregs}, nthreads);
   using namespace pybind11::literals;
   const pyconv::DirectPlan& d = plan.direct;
@@ -510,12 +534,12 @@ py::dict plan_conv(const std::vector<int64_t>& x_shape, const std::vector<int64_
       "method"_a = method_name(plan.method),
       "weight_layout"_a = weight_layout_name(plan.weight_layout),
       "workspace_bytes"_a = plan.workspace_bytes, "output_size"_a = py::make_tuple(p.OH, p.OW),
-      "direct"_a =
-          py::dict("tiling"_a = tiling_dict(d.tiling), "pack_input"_a = d.pack_input,
-                   "weights_in_place"_a = d.weights_in_place, "pixel_tiles"_a = d.pixel_tiles,
-                   "chunk"_a = d.chunk, "tasks"_a = d.tasks, "threads"_a = d.threads,
-                   "input_floats"_a = d.input_floats, "weight_floats"_a = d.weight_floats,
-                   "bias_floats"_a = d.bias_floats, "out_floats"_a = d.out_floats));
+      "direct"_a = py::dict("tiling"_a = tiling_dict(d.tiling), "pack_input"_a = d.pack_input,
+                            "weights_in_place"_a = d.weights_in_place,
+                            "merge_row_taps"_a = d.merge_row_taps, "pixel_tiles"_a = d.pixel_tiles,
+                            "chunk"_a = d.chunk, "tasks"_a = d.tasks, "threads"_a = d.threads,
+                            "input_floats"_a = d.input_floats, "weight_floats"_a = d.weight_floats,
+                            "bias_floats"_a = d.bias_floats, "out_floats"_a = d.out_floats));
   if (plan.method == pyconv::ConvMethod::Winograd) {
     const pyconv::WinogradPlan& g = plan.winograd;
     out["winograd"] = py::dict(
@@ -540,11 +564,27 @@ PYBIND11_MODULE(_core, m) {
     }
   });
   using py::arg;
+  py::class_<PyWeightCache>(m, "WeightCache",
+                            "A layer's packed weights kept between conv2d_forward calls")
+      .def(py::init<>())
+      .def(
+          "clear",
+          [](PyWeightCache& c) {
+            c.cache.clear();
+            c.owner = py::none();
+            c.owner_data = nullptr;
+          },
+          "Drop every entry (and the weights array held)")
+      .def_property_readonly(
+          "nbytes", [](PyWeightCache& c) { return c.cache.bytes(); },
+          "Bytes of packed weights held");
   m.def("conv2d_forward", &conv2d_forward, arg("x"), arg("w"), arg("bias").none(true), arg("y"),
         arg("stride_h"), arg("stride_w"), arg("pad_t"), arg("pad_b"), arg("pad_l"), arg("pad_r"),
         arg("dil_h"), arg("dil_w"), arg("groups"), arg("relu") = false,
+        arg("weight_cache").none(true) = py::none(), arg("weight_version") = 0,
         "y[n,o,oh,ow] = bias[o] + sum x[n,c,oh*s+kh*d-p,...] w[o,c,kh,kw] (then max(y, 0) if "
-        "relu); logical NCHW views");
+        "relu); logical NCHW views. weight_cache: packed weights reused while weight_version "
+        "(which must change whenever w's values do) and w's address, shape and strides stay");
   m.def("conv2d_backward_data", &conv2d_backward_data, arg("grad_out"), arg("w"), arg("grad_x"),
         arg("stride_h"), arg("stride_w"), arg("pad_t"), arg("pad_b"), arg("pad_l"), arg("pad_r"),
         arg("dil_h"), arg("dil_w"), arg("groups"));
@@ -643,7 +683,7 @@ PYBIND11_MODULE(_core, m) {
         arg("pad_t"), arg("pad_b"), arg("pad_l"), arg("pad_r"), arg("dil_h"), arg("dil_w"),
         arg("groups"), arg("isa") = py::none(), arg("algorithm") = py::none(),
         arg("threads") = py::none(), arg("x_dense_nhwc") = true, arg("y_dense_nhwc") = true,
-        arg("w_dense_hwio") = true,
+        arg("w_dense_hwio") = true, arg("weights_cached") = false,
         "Test hook: the convolution forward's plan for a geometry, as a dict");
   m.def("_run_native_tests", &pyconv::run_native_tests,
         "Test hook: runs the C++ unit tests (plans, packing on every supported ISA); returns the "

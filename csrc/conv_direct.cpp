@@ -83,7 +83,7 @@ namespace {
 
 // Runs a direct-kernel plan (plan_conv_forward's DirectPlan).
 void run_direct_forward(const DirectPlan& d, const ConvParams& p, ConstView4 x, ConstView4 w,
-                        const float* bias, bool relu, View4 y, int nthreads) {
+                        const float* bias, bool relu, View4 y, WeightCacheRef cache, int nthreads) {
   Workspace& ws = workspace();
   const int64_t G = p.groups, Cg = p.C / G, Og = p.O / G, T = p.KH * p.KW;
   const int64_t Hp = p.H + p.pad_t + p.pad_b, Wp = p.W + p.pad_l + p.pad_r;
@@ -101,10 +101,14 @@ void run_direct_forward(const DirectPlan& d, const ConvParams& p, ConstView4 x, 
   // beyond Og.
   const int64_t wtile = d.w_tile, w_row = d.w_row, w_tap = d.w_tap;
   const float* wp = w.data;
+  PackedWeights packed{};
   if (!d.weights_in_place) {
-    float* packed = ws.get(WS_W, {d.weight_floats});
-    pack_weights(w, G, tl, false, packed, nthreads);
-    wp = packed;
+    packed = packed_weights(cache, weight_key(w, G, WeightLayout::PackedTiles, tl), d.weight_floats,
+                            [&](float* dst) {
+                              pack_weights(w, G, tl, false, dst, nthreads);
+                              return 0.f;
+                            });
+    wp = packed.data;
   }
   float* bp = nullptr;
   if (bias) {
@@ -115,10 +119,13 @@ void run_direct_forward(const DirectPlan& d, const ConvParams& p, ConstView4 x, 
   }
   int64_t* in_off = ws.get_index({d.index_entries});
   int64_t* w_off = in_off + T;
+  // Taps: (kh, kw) with Cg channels each, or (merge_row_taps) kernel rows kh with KW * Cg.
+  const int64_t taps = d.merge_row_taps ? p.KH : T, tap_kw = d.merge_row_taps ? 1 : p.KW;
+  const int64_t tap_rows = d.merge_row_taps ? p.KW * Cg : Cg;
   for (int64_t kh = 0; kh < p.KH; ++kh)
-    for (int64_t kw = 0; kw < p.KW; ++kw) {
-      in_off[kh * p.KW + kw] = (kh * p.dil_h * Wp + kw * p.dil_w) * p.C;
-      w_off[kh * p.KW + kw] = (kh * p.KW + kw) * w_tap;
+    for (int64_t kw = 0; kw < tap_kw; ++kw) {
+      in_off[kh * tap_kw + kw] = (kh * p.dil_h * Wp + kw * p.dil_w) * p.C;
+      w_off[kh * tap_kw + kw] = (kh * p.KW + kw) * w_tap;
     }
 
   const bool direct_out = d.out_floats == 0;  // y is dense NHWC
@@ -158,8 +165,8 @@ void run_direct_forward(const DirectPlan& d, const ConvParams& p, ConstView4 x, 
       a.pix_off = pix_off;
       a.in_off = in_off;
       a.w_off = w_off;
-      a.ntaps = static_cast<int>(T);
-      a.C = Cg;
+      a.ntaps = static_cast<int>(taps);
+      a.C = tap_rows;
       a.w = wp + (g * tl.ntl + ot) * wtile;
       a.w_row = w_row;
       a.out = yo + m0 * p.O + g * Og + ot * tl.nt;
@@ -176,12 +183,12 @@ void run_direct_forward(const DirectPlan& d, const ConvParams& p, ConstView4 x, 
 // conv2d forward. x: (N,C,H,W) view, w: (O,C/G,KH,KW) view, y: (N,O,OH,OW) view. Looks up
 // (or makes) this geometry's plan and runs it.
 void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float* bias, bool relu,
-                    View4 y, int nthreads) {
-  const ConvPlan plan =
-      cached_conv_forward_plan(p, conv_layout(p, x, w, y), conv_algorithm(), kIsa, nthreads);
+                    View4 y, WeightCacheRef cache, int nthreads) {
+  const ConvPlan plan = cached_conv_forward_plan(p, conv_layout(p, x, w, y, cache.cache != nullptr),
+                                                 conv_algorithm(), kIsa, nthreads);
   switch (plan.method) {
     case ConvMethod::Winograd:
-      if (conv2d_winograd(plan.winograd, p, x, w, bias, relu, y, nthreads)) return;
+      if (conv2d_winograd(plan.winograd, p, x, w, bias, relu, y, cache, nthreads)) return;
       break;                       // values out of Winograd's range: the direct kernel
     case ConvMethod::SmallMatmul:  // w: (C, O)
       matmul_small_m(x.data, p.N * p.OH * p.OW, p.C, w.data, p.O, bias, relu, y.data, nthreads);
@@ -189,7 +196,7 @@ void conv2d_forward(const ConvParams& p, ConstView4 x, ConstView4 w, const float
     case ConvMethod::Direct:
       break;
   }
-  run_direct_forward(plan.direct, p, x, w, bias, relu, y, nthreads);
+  run_direct_forward(plan.direct, p, x, w, bias, relu, y, cache, nthreads);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -210,7 +217,7 @@ void conv2d_backward_data(const ConvParams& p, ConstView4 gy, ConstView4 w, View
     // w_t[c][o][kh][kw] = w[o][c][KH-1-kh][KW-1-kw]
     const ConstView4 wt{
         w.ptr(0, 0, p.KH - 1, p.KW - 1), w.c, w.n, w.h, w.w, w.sc, w.sn, -w.sh, -w.sw};
-    conv2d_forward(plan.forward, gy, wt, nullptr, false, gx, nthreads);
+    conv2d_forward(plan.forward, gy, wt, nullptr, false, gx, WeightCacheRef{}, nthreads);
     return;
   }
   Workspace& ws = workspace();

@@ -46,6 +46,9 @@ struct ConvLayout {
   bool x_dense_nhwc;  // x is exactly a dense NHWC array (read in place when unpadded)
   bool y_dense_nhwc;  // y too (written in place, else through a workspace and unpacked)
   bool w_dense_hwio;  // one group, and w (O, C, KH, KW) is a view of a dense (KH, KW, C, O)
+  // The forward's packed weights come from a WeightCache (core.h): their packing is paid once
+  // per weight version, not per call, which moves the Winograd rule (winograd_chosen).
+  bool weights_cached = false;
 };
 
 enum class ConvMethod { Direct = 0, Winograd = 1, SmallMatmul = 2 };
@@ -60,9 +63,14 @@ enum class WeightLayout {
 
 // The direct kernel: tiles of pmax consecutive output pixels (n, oh, ow) x NT channels.
 struct DirectPlan {
-  Tiling tiling;                 // over the output channels of a group
-  bool pack_input;               // x padded/repacked to NHWC in a workspace (else read in place)
-  bool weights_in_place;         // w read in place (HWIO), else packed into tiles
+  Tiling tiling;          // over the output channels of a group
+  bool pack_input;        // x padded/repacked to NHWC in a workspace (else read in place)
+  bool weights_in_place;  // w read in place (HWIO), else packed into tiles
+  // One group, no column dilation: a kernel row's KW taps read KW*C consecutive input floats
+  // and KW*Cg consecutive weight rows (in both layouts), so they run as one tap of KW*Cg
+  // channels -- the same sums in the same order, with KW times fewer tap loops (a first
+  // layer's 3 channels per tap made the loop overhead count).
+  bool merge_row_taps;
   int64_t w_tile, w_row, w_tap;  // floats between channel tiles / channel rows / taps of w
   int64_t pixels;                // M = N * OH * OW
   int64_t pixel_tiles;           // ceil(M / pmax)
@@ -136,8 +144,9 @@ struct DataGradPlan {
 // --- the rules, each a pure function -------------------------------------------------------
 // 3x3, stride 1, no dilation, one group, at least one 2x2 output tile.
 bool winograd_shape_ok(const ConvParams& p);
-// Whether a forward (and a weight gradient) of this geometry uses Winograd under `algo`.
-bool winograd_chosen(const ConvParams& p, ConvAlgo algo);
+// Whether a forward (and a weight gradient) of this geometry uses Winograd under `algo`;
+// weights_cached: a forward whose transformed weights come from a WeightCache.
+bool winograd_chosen(const ConvParams& p, ConvAlgo algo, bool weights_cached = false);
 // A 1x1 convolution over at most two pixels, all dense: a matrix times a few rows.
 bool small_matmul_applies(const ConvParams& p, const ConvLayout& layout);
 constexpr int64_t kSmallMatmulRows = 2;

@@ -149,7 +149,7 @@ void winograd_input_channels(const float* base, int64_t Wp, int64_t C, float* ou
 // Runs plan (plan_conv_forward's Winograd part). Returns false, having computed nothing,
 // when the values need the direct kernel (above).
 bool conv2d_winograd(const WinogradPlan& plan, const ConvParams& p, ConstView4 x, ConstView4 w,
-                     const float* bias, bool relu, View4 y, int nthreads) {
+                     const float* bias, bool relu, View4 y, WeightCacheRef cache, int nthreads) {
   Workspace& ws = workspace();
   const int64_t C = p.C, O = p.O;
   const int64_t th = plan.tiles_h, tw = plan.tiles_w, Hp = plan.Hp, Wp = plan.Wp;
@@ -157,10 +157,16 @@ bool conv2d_winograd(const WinogradPlan& plan, const ConvParams& p, ConstView4 x
   pack_padded_nhwc(x, p.pad_t, plan.pad_b, p.pad_l, plan.pad_r, 1, C, xp, nthreads);
   const Tiling tl = plan.tiling;
   const int64_t Opad = tl.ntl * tl.nt, per_xi = tl.ntl * C * tl.nt;
-  float* U = ws.get(WS_W, {plan.weight_floats});
-  winograd_weights(w, tl, U, nthreads);
-  if (!winograd_values_ok(max_abs(xp, p.N * Hp * Wp * C, nthreads),
-                          max_abs(U, 16 * per_xi, nthreads), 36.0 * static_cast<double>(C)))
+  // U and its max |value| (the value check's weight half), kept with U in the cache.
+  const PackedWeights packed =
+      packed_weights(cache, weight_key(w, 1, WeightLayout::WinogradTiles, tl), plan.weight_floats,
+                     [&](float* dst) {
+                       winograd_weights(w, tl, dst, nthreads);
+                       return max_abs(dst, 16 * per_xi, nthreads);
+                     });
+  const float* U = packed.data;
+  if (!winograd_values_ok(max_abs(xp, p.N * Hp * Wp * C, nthreads), packed.w_max,
+                          36.0 * static_cast<double>(C)))
     return false;
   float* bp = ws.get(WS_BIAS, {plan.bias_floats});  // bias, zero-padded to whole vectors
   for (int64_t o = 0; o < Opad; ++o) bp[o] = (bias && o < O) ? bias[o] : 0.f;

@@ -12,7 +12,10 @@
 //   packed once per call into per-thread reusable workspaces (see README "Design").
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -67,14 +70,57 @@ struct MaxPoolBackwardParams : PoolParams {};
 struct AvgPoolForwardParams : PoolParams {};
 struct AvgPoolBackwardParams : PoolParams {};
 
+// Packed weights kept between calls (plan once, run many). A convolution's kernels read its
+// weights in a layout of their own (conv_plan.h's WeightLayout: tiles of output channels,
+// or Winograd's transformed U) that costs a pass over the weights to make -- at batch 1 about
+// as much as the convolution itself for a 512-channel layer. A layer owns one WeightCache
+// and passes it with its kernel's version (bumped on every write): the kernels reuse an
+// entry whose key (version, the weights' address, shape and strides, the plan's weight
+// layout and tiling, the ISA) matches, and else pack into it instead of into their
+// workspace. Only layouts that are a copy are kept (weights read in place are not).
+// Thread-safe: the entries are looked up and filled under the mutex, and a call keeps the
+// entry's buffer alive (shared_ptr) while it runs, even if another call replaces it.
+struct WeightCache {
+  static constexpr int kKeyLength = 20;
+  using Key = std::array<int64_t, kKeyLength>;
+  struct Entry {
+    Key key{};
+    std::shared_ptr<std::vector<float>> buffer;  // null: empty entry
+    float* data = nullptr;                       // 64-byte aligned, inside buffer
+    float w_max = 0.f;                           // Winograd: max |U| (its value check)
+  };
+  // Two entries: a layer called at two geometries that pack differently (a Winograd and a
+  // direct plan, say: batch 1 and batch 64 of one 512-channel layer) keeps both.
+  static constexpr int kEntries = 2;
+  std::mutex mutex;
+  std::array<Entry, kEntries> entries;
+  int next = 0;  // the entry a miss replaces
+  void clear() {
+    std::lock_guard<std::mutex> lock(mutex);
+    for (Entry& e : entries) e = Entry{};
+  }
+  int64_t bytes() {
+    std::lock_guard<std::mutex> lock(mutex);
+    int64_t n = 0;
+    for (const Entry& e : entries)
+      if (e.buffer) n += static_cast<int64_t>(e.buffer->capacity() * sizeof(float));
+    return n;
+  }
+};
+// What a call hands the kernels: no cache (null), or a cache and the weights' version.
+struct WeightCacheRef {
+  WeightCache* cache = nullptr;
+  int64_t version = 0;
+};
+
 // --- the kernel table ------------------------------------------------------------------------
 // The entry points every ISA implements, each with its own function type (so that a kernel
 // registered under the wrong name does not compile). nthreads is the OpenMP team size to use.
 //
 // y = conv(x, w) + bias, then max(y, 0) when relu (fused into the tile stores). bias may be
-// null.
+// null. cache: where the packed weights are kept between calls (WeightCache), or none.
 using Conv2dForwardFn = void (*)(const ConvParams&, ConstView4 x, ConstView4 w, const float* bias,
-                                 bool relu, View4 y, int nthreads);
+                                 bool relu, View4 y, WeightCacheRef cache, int nthreads);
 // gx = conv_transpose(gy, w)
 using Conv2dBackwardDataFn = void (*)(const ConvParams&, ConstView4 gy, ConstView4 w, View4 gx,
                                       int nthreads);

@@ -19,6 +19,8 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "checked.h"
@@ -79,6 +81,51 @@ struct Workspace {
 // The calling thread's workspaces of this ISA.
 Workspace& workspace();
 
+// --- packed weights, from a WeightCache (core.h) or packed for this call -------------------
+// This ISA's identity in the cache keys: the address of an object each ISA has its own of.
+inline constexpr char kIsaTag = 0;
+
+// A cache key for weights w of a convolution with `groups` groups, packed into `layout`
+// with `tiling` (the version and the ISA are added by packed_weights).
+inline WeightCache::Key weight_key(const ConstView4& w, int64_t groups, WeightLayout layout,
+                                   const Tiling& tiling) {
+  return {0,
+          0,
+          static_cast<int64_t>(reinterpret_cast<std::intptr_t>(w.data)),
+          w.n,
+          w.c,
+          w.h,
+          w.w,
+          w.sn,
+          w.sc,
+          w.sh,
+          w.sw,
+          groups,
+          static_cast<int64_t>(layout),
+          tiling.nv,
+          tiling.nt,
+          tiling.ntl,
+          0,
+          0,
+          0,
+          0};
+}
+
+// The packed weights one call runs on. hold keeps a cache entry's buffer alive while the call
+// uses it (another thread may replace the entry meanwhile).
+struct PackedWeights {
+  std::shared_ptr<std::vector<float>> hold;
+  const float* data;
+  float w_max;  // what pack returned (Winograd: max |U|)
+};
+
+// The weights in a layout of `floats` floats that pack(float* dst) -> float writes: the cache's
+// entry for key when there is one, else packed into the cache (when given; the call's
+// workspace otherwise, as without a cache). A miss packs under the cache's mutex, so two
+// threads missing at once pack once.
+template <class Pack>
+PackedWeights packed_weights(WeightCacheRef ref, WeightCache::Key key, int64_t floats, Pack pack);
+
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t floor_div(int64_t a, int64_t b) {
   int64_t q = a / b;
@@ -101,13 +148,44 @@ bool is_dense_nhwc(const V& v) {
 // this order, as they always did, so that no size product is formed for arrays that are not
 // dense HWIO (the strides of a broadcast or as_strided view).
 inline ConvLayout conv_layout(const ConvParams& p, const ConstView4& x, const ConstView4& w,
-                              const View4& y) {
+                              const View4& y, bool weights_cached = false) {
   ConvLayout l;
   l.x_dense_nhwc = is_dense_nhwc(x);
   l.y_dense_nhwc = is_dense_nhwc(y);
   l.w_dense_hwio = p.groups == 1 && w.sn == 1 && w.sc == p.O && (p.KW == 1 || w.sw == p.C * p.O) &&
                    (p.KH == 1 || w.sh == p.KW * p.C * p.O);
+  l.weights_cached = weights_cached;
   return l;
+}
+
+template <class Pack>
+PackedWeights packed_weights(WeightCacheRef ref, WeightCache::Key key, int64_t floats, Pack pack) {
+  if (!ref.cache) {
+    float* dst = workspace().get(WS_W, {floats});
+    const float m = pack(dst);
+    return {nullptr, dst, m};
+  }
+  key[0] = ref.version;
+  key[1] = static_cast<int64_t>(reinterpret_cast<std::intptr_t>(&kIsaTag));
+  WeightCache& c = *ref.cache;
+  std::lock_guard<std::mutex> lock(c.mutex);
+  for (const WeightCache::Entry& e : c.entries)
+    if (e.buffer && e.key == key) return {e.buffer, e.data, e.w_max};
+  WeightCache::Entry& e = c.entries[static_cast<size_t>(c.next)];
+  e = WeightCache::Entry{};  // free the old buffer first (unless a running call holds it)
+  constexpr int64_t kAlignFloats = 16;
+  const int64_t n = checked_add(floats, kAlignFloats + VW, "the cached weights' size");
+  require_allocatable(checked_mul(n, sizeof(float), "the cached weights' size"));
+  auto buffer = std::make_shared<std::vector<float>>(static_cast<size_t>(n));
+  const auto addr = reinterpret_cast<std::uintptr_t>(buffer->data());
+  float* data = buffer->data() + ((64 - addr % 64) % 64) / sizeof(float);
+  const float m = pack(data);  // may throw: the entry stays empty
+  e.key = key;
+  e.buffer = buffer;
+  e.data = data;
+  e.w_max = m;
+  c.next = (c.next + 1) % WeightCache::kEntries;
+  return {buffer, data, m};
 }
 
 // --- layout conversion (workspace.cpp) -----------------------------------------------------
@@ -131,7 +209,7 @@ void matmul_small_m(const float* x, int64_t M, int64_t C, const float* w, int64_
 // the range where Winograd agrees with the direct kernel (a run-time check of the data, not
 // part of the plan): the caller then runs the direct kernel.
 bool conv2d_winograd(const WinogradPlan& plan, const ConvParams& p, ConstView4 x, ConstView4 w,
-                     const float* bias, bool relu, View4 y, int nthreads);
+                     const float* bias, bool relu, View4 y, WeightCacheRef cache, int nthreads);
 bool wgrad_winograd(const WinogradWgradPlan& plan, const ConvParams& p, const float* gyp,
                     ConstView4 x, View4* gw, const Tiling& tl, int nthreads);
 

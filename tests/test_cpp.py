@@ -52,6 +52,27 @@ def test_algorithm_rule(isa, xs, ws, stride, pad, dil, groups, algo, want):
     assert ("winograd" in got) == (want == "winograd")
 
 
+# With the weights cached (inference), Winograd from 32 tiles up to 256x256 channels.
+CACHED_RULE_TABLE = [
+    ((1, 128, 28, 28), (128, 128, 3, 3), "winograd"),
+    ((1, 256, 14, 14), (256, 256, 3, 3), "winograd"),
+    ((64, 256, 14, 14), (256, 256, 3, 3), "winograd"),
+    ((1, 512, 7, 7), (512, 512, 3, 3), "direct"),  # U: 16 MB for 16 tiles
+    ((1, 64, 10, 10), (64, 64, 3, 3), "direct"),  # 25 tiles
+    ((1, 16, 28, 28), (64, 16, 3, 3), "direct"),  # few channels
+]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("xs, ws, want", CACHED_RULE_TABLE)
+def test_algorithm_rule_with_cached_weights(isa, xs, ws, want):
+    cached = plan(xs, ws, 1, 1, isa=isa, algorithm="auto", threads=2, weights_cached=True)
+    assert cached["method"] == want
+    uncached = plan(xs, ws, 1, 1, isa=isa, algorithm="auto", threads=2)
+    if xs[0] == 1:
+        assert uncached["method"] == "direct"
+
+
 @pytest.mark.parametrize("isa", ISAS)
 def test_task_order_rule(isa):
     """AVX2 (16 registers) runs chunks of pixel tiles through every channel tile, except for
@@ -138,3 +159,11 @@ def test_workspace_holds_the_plan():
     t.start()
     t.join()
     assert held[0] >= expected > 0
+
+
+def test_row_taps_merge_rule():
+    """A kernel row's taps run as one tap of KW*C channels with one group and no column
+    dilation (tests/test_conv2d.py checks the values of every case)."""
+    assert plan((1, 3, 64, 64), (64, 3, 7, 7), 2, 3)["direct"]["merge_row_taps"]
+    assert not plan((1, 4, 16, 16), (8, 2, 3, 3), 1, 1, groups=2)["direct"]["merge_row_taps"]
+    assert not plan((1, 4, 16, 16), (8, 4, 3, 3), 1, 2, dil=2)["direct"]["merge_row_taps"]

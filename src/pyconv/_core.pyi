@@ -10,6 +10,14 @@ import numpy.typing as npt
 
 _F32 = npt.NDArray[np.float32]
 
+class WeightCache:
+    """A layer's packed weights kept between conv2d_forward calls (csrc/core.h)."""
+
+    def __init__(self) -> None: ...
+    def clear(self) -> None: ...
+    @property
+    def nbytes(self) -> int: ...
+
 def conv2d_forward(
     x: _F32,
     w: _F32,
@@ -25,6 +33,8 @@ def conv2d_forward(
     dil_w: int,
     groups: int,
     relu: bool = False,
+    weight_cache: WeightCache | None = None,
+    weight_version: int = 0,
 ) -> None: ...
 def conv2d_backward_data(
     grad_out: _F32,
@@ -195,6 +205,7 @@ def _plan_conv(
     x_dense_nhwc: bool = True,
     y_dense_nhwc: bool = True,
     w_dense_hwio: bool = True,
+    weights_cached: bool = False,
 ) -> dict[str, object]:
     """Test hook: the conv2d forward's plan (csrc/conv_plan.h) for a geometry, as a dict:
     method ("direct", "winograd", "small_matmul"), weight_layout, workspace_bytes,

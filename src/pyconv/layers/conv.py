@@ -149,10 +149,11 @@ class Conv2D(KernelLayer):
 
     def _forward(self, x, training):
         bias = None if self.bias is None else self.bias.value
+        geo = {**self._geometry(), **self._cache_args(training)}
         if is_plain_relu(self.activation):  # fused into the convolution's stores
-            y = functional.conv2d(x, self.kernel.value, bias, **self._geometry(), activation="relu")
+            y = functional.conv2d(x, self.kernel.value, bias, **geo, activation="relu")
             return y, ActivationContext(x, y)
-        z = functional.conv2d(x, self.kernel.value, bias, **self._geometry())
+        z = functional.conv2d(x, self.kernel.value, bias, **geo)
         ctx = activate(self.activation, z, x, training)
         return ctx.y, ctx
 

@@ -73,11 +73,22 @@ class KernelLayer(Layer):
         self.kernel = self.add_weight(
             "kernel", kernel_shape, self.kernel_initializer, self.kernel_regularizer
         )
+        # The kernel packed in the convolution kernels' layout, kept between inference calls
+        # while kernel.version stays (see functional.conv2d). Not for training: the weights
+        # change every step, so it would only hold a copy per layer instead of sharing the
+        # core's per-thread workspace.
+        self._weight_cache = functional.WeightCache()
         self.bias = None
         if self.use_bias:
             self.bias = self.add_weight(
                 "bias", (units,), self.bias_initializer, self.bias_regularizer
             )
+
+    def _cache_args(self, training) -> dict:
+        """conv2d's weight-cache arguments for a forward: the cache for inference only."""
+        if training:
+            return {}
+        return dict(weight_cache=self._weight_cache, weight_version=self.kernel.version)
 
     def get_config(self):
         return {
@@ -138,7 +149,9 @@ class Dense(KernelLayer):
 
     def _forward(self, x, training):
         bias = None if self.bias is None else self.bias.value
-        z = functional.conv2d(self._as_images(x), self._kernel4(), bias, **self._GEO)
+        z = functional.conv2d(
+            self._as_images(x), self._kernel4(), bias, **self._GEO, **self._cache_args(training)
+        )
         ctx = activate(self.activation, z.reshape(-1, self.units), x, training)  # (M, units)
         ctx.y = ctx.y.reshape(*x.shape[:-1], self.units)
         return ctx.y, ctx
