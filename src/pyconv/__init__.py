@@ -245,6 +245,7 @@ from . import (  # noqa: E402
     datasets,
     functional,
     graph,
+    inference,
     initializers,
     layers,
     losses,
@@ -255,6 +256,7 @@ from . import (  # noqa: E402
     utils,
     zoo,
 )
+from .inference import get_inference_fusion, set_inference_fusion  # noqa: E402
 from .layers import *  # noqa: E402, F403  (Keras-style: pyconv.Conv2D as well as pyconv.layers.Conv2D)
 from .models import Model, Sequential, load_model  # noqa: E402
 from .saving import ModelFileError  # noqa: E402
@@ -279,7 +281,9 @@ __all__ = [
     "functional",
     "graph",
     "get_conv_algorithm",
+    "get_inference_fusion",
     "get_isa",
+    "inference",
     "get_num_threads",
     "initializers",
     "layers",
@@ -289,6 +293,7 @@ __all__ = [
     "models",
     "optimizers",
     "regularizers",
+    "set_inference_fusion",
     "set_isa",
     "set_num_threads",
     "set_random_seed",

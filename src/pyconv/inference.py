@@ -147,7 +147,10 @@ class FusedConv(Step):
         self.seen: tuple | None = None
         self.folded: tuple = (None, None)
         self.version = 0
-        self.cache = None  # a packed-weight cache for this step's kernel (keyed on version)
+        # The packed-weight cache for what the convolution reads: the layer's own (shared with
+        # its layer-by-layer inference calls) when nothing folds, else one for the folded
+        # kernel, keyed on self.version (which changes exactly when that kernel does).
+        self.cache = layer._weight_cache if bn is None else functional.WeightCache()
 
     def _check(self) -> None:
         relu = self.relu_layer
@@ -183,15 +186,15 @@ class FusedConv(Step):
     def run(self, x):
         self._check()
         kernel, bias = self.refresh()
-        # (a packed-weight cache would go in here: weight_cache=self.cache with
-        # weight_version=self.version, which changes exactly when kernel does)
+        version = self.layer.kernel.version if self.bn is None else self.version
+        cached = dict(weight_cache=self.cache, weight_version=version)
         if self.dense:
             z = functional.conv2d(
                 x.reshape(-1, 1, 1, x.shape[-1]), kernel, bias, **self.geometry,
-                activation=self.fused,
+                activation=self.fused, **cached,
             ).reshape(*x.shape[:-1], self.units)  # fmt: skip
         else:
-            z = functional.conv2d(x, kernel, bias, **self.geometry, activation=self.fused)
+            z = functional.conv2d(x, kernel, bias, **self.geometry, activation=self.fused, **cached)
         return z if self.after is None else self.after.forward(z)
 
 
