@@ -101,11 +101,19 @@ struct WinogradWgradPlan {
   int64_t input_floats, acc_floats, scratch_floats;
 };
 
+// Where the weight gradient reads gy from.
+enum class GradOutLayout {
+  InPlace = 0,     // the caller's dense NHWC gy (each group's channels already whole tiles)
+  PixelMajor = 1,  // packed to dense [N*OH*OW][G][og_pad]
+  TileMajor = 2,   // packed to [G][channel tile][N*OH*OW][NT]: a tile's pixels contiguous
+};
+
 struct WeightGradPlan {
   ConvMethod method;  // Direct or Winograd (whose value check may still fall back to Direct)
   Tiling tiling;      // over the output channels of a group
   int64_t og_pad;     // a group's output channels, padded to whole tiles
-  int64_t gy_floats;  // gy packed to dense [N][OH][OW][G][og_pad]
+  GradOutLayout gy_layout;
+  int64_t gy_floats;  // the packed gy (0 when read in place)
   // The bias sums: blocks of bias_block pixels, whose float64 partial sums add in block order.
   int64_t bias_block, bias_blocks, bias_floats;
   bool weights;  // planned for the weight gradient too (else the bias's only: no more below)
@@ -117,6 +125,11 @@ struct WeightGradPlan {
   int64_t row_blocks, tiles;
   int64_t parts;           // pixels split into parts with private accumulators when tiles are few
   int64_t rows_per_chunk;  // output rows whose x and gy stay in L2 while every tile passes
+  // Within a chunk: groups of group_tiles tiles (their accumulators stay in L2) pass over
+  // blocks of l1_rows output rows (their gy stays in L1 while every tile of the group reads it).
+  // Tiles are numbered (g, channel tile, row block), row blocks fastest, so a group's
+  // consecutive tiles share their gy columns.
+  int64_t group_tiles, l1_rows;
   int64_t acc_floats, index_entries;
   WinogradWgradPlan winograd;  // when method == Winograd
 };
