@@ -236,6 +236,8 @@ WeightGradPlan plan_conv_weight_grad(const ConvParams& p, const ConvLayout& layo
   }
   const int64_t l1_pixels = (16 * 1024) / (4 * tl.nt);
   wp.l1_rows = std::max<int64_t>(1, l1_pixels / p.OW);
+  // Chunks of whole L1 blocks (a ragged last block per chunk measured slower on 7x7 layers).
+  wp.rows_per_chunk = std::max(wp.l1_rows, wp.rows_per_chunk / wp.l1_rows * wp.l1_rows);
   // A group's accumulators (tile_rows x NT floats a tile) in about 128 KiB of L2.
   wp.group_tiles = std::max<int64_t>(1, (128 * 1024) / (4 * wp.tile_rows * tl.nt));
   return wp;
