@@ -219,7 +219,9 @@ WeightGradPlan plan_conv_weight_grad(const ConvParams& p, const ConvLayout& layo
   wp.tiles = G * wp.row_blocks * tl.ntl;
   const int64_t rows = p.N * p.OH;
   wp.parts = wp.tiles >= 16 ? 1 : std::min<int64_t>(rows, ceil_div(16, wp.tiles));
-  wp.acc_floats = checked_product({wp.parts, G, K, wp.og_pad}, "a workspace size");
+  wp.into_output = wp.parts == 1 && G == 1 && wp.og_pad == Og && layout.w_dense_hwio;
+  wp.acc_floats =
+      wp.into_output ? 0 : checked_product({wp.parts, G, K, wp.og_pad}, "a workspace size");
   // A chunk's x rows (for all taps: about stride_h rows of padded input per output row) and
   // gy rows together take about 384 KiB, so they stay in L2 while all tiles pass over them.
   const int64_t chunk_row_bytes = 4 * (p.stride_h * Wp * p.C + p.OW * Gp);

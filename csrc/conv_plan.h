@@ -46,6 +46,7 @@ struct ConvLayout {
   bool x_dense_nhwc;  // x is exactly a dense NHWC array (read in place when unpadded)
   bool y_dense_nhwc;  // y too (written in place, else through a workspace and unpacked)
   bool w_dense_hwio;  // one group, and w (O, C, KH, KW) is a view of a dense (KH, KW, C, O)
+                      // (the weight gradient: of gw)
 };
 
 enum class ConvMethod { Direct = 0, Winograd = 1, SmallMatmul = 2 };
@@ -130,6 +131,11 @@ struct WeightGradPlan {
   // Tiles are numbered (g, channel tile, row block), row blocks fastest, so a group's
   // consecutive tiles share their gy columns.
   int64_t group_tiles, l1_rows;
+  // One part, one group, whole tiles and gw a dense (KH, KW, C, O) array (Keras's HWIO, what
+  // the layers use): dw[k = (kh, kw, c)][o] is gw itself, accumulated in place (no workspace,
+  // no final pass over 4 * C * O * KH * KW bytes: at batch 1 those passes cost more than the
+  // GEMM).
+  bool into_output;
   int64_t acc_floats, index_entries;
   WinogradWgradPlan winograd;  // when method == Winograd
 };

@@ -49,7 +49,10 @@ void pack_grad_out_tiles(ConstView4 gy, int64_t G, const Tiling& tl, float* dst,
 // ---------------------------------------------------------------------------------------
 void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, View4* gw,
                             float* gbias, int nthreads) {
-  const ConvLayout layout{is_dense_nhwc(x), is_dense_nhwc(gy), false};
+  const bool gw_dense_hwio = gw && p.groups == 1 && gw->sn == 1 && gw->sc == p.O &&
+                             (p.KW == 1 || gw->sw == p.C * p.O) &&
+                             (p.KH == 1 || gw->sh == p.KW * p.C * p.O);
+  const ConvLayout layout{is_dense_nhwc(x), is_dense_nhwc(gy), gw_dense_hwio};
   const WeightGradPlan plan =
       cached_conv_weight_grad_plan(p, layout, conv_algorithm(), kIsa, nthreads, gw != nullptr);
   Workspace& ws = workspace();
@@ -134,8 +137,8 @@ void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, Vi
   const int64_t rows = p.N * p.OH;
   const int64_t S = plan.parts;
   const int64_t part = G * K * Og_pad;  // accumulator [g][k][Og_pad], one per pixel part
-  float* dw = ws.get(WS_W, {plan.acc_floats});
-  std::memset(dw, 0, sizeof(float) * S * part);
+  // Each tile's accumulators start from zero in its part's first rows (a.zero): no memset.
+  float* dw = plan.into_output ? gw->data : ws.get(WS_W, {plan.acc_floats});
 
   const int64_t rows_per_chunk = plan.rows_per_chunk, l1_rows = plan.l1_rows;
   const int64_t group = plan.group_tiles;
@@ -163,6 +166,7 @@ void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, Vi
           for (int64_t b0 = r0; b0 < r1; b0 += l1_rows) {
             a.row0 = b0;
             a.row1 = std::min(r1, b0 + l1_rows);
+            a.zero = b0 == r_begin;
             for (int64_t tile = gt0; tile < gt1; ++tile) {
               const int64_t kb = tile % nkb, ot = (tile / nkb) % tl.ntl, g = tile / (nkb * tl.ntl);
               const int64_t k0 = contig ? (kb / kb_per_tap) * Cg + (kb % kb_per_tap) * IB : kb * IB;
@@ -180,6 +184,7 @@ void conv2d_backward_weight(const ConvParams& p, ConstView4 gy, ConstView4 x, Vi
       }
     }
   }
+  if (plan.into_output) return;
   // Sum the parts in order, and write dw[g][k = t*Cg + c][o] -> gw (O, C/G, KH, KW) view,
   // in blocks of 16 x 16 (k, o) so both sides stay in cache.
   const int64_t kblocks = ceil_div(K, 16), oblocks = ceil_div(p.O, 16);

@@ -138,6 +138,7 @@ struct WgradArgs {
   int64_t g_pix;                // gy stride per output pixel
   float* acc;                   // accumulator block [I][acc_row] (read-modify-write)
   int64_t acc_row;
+  bool zero = false;  // start from zero instead of reading acc (its first rows)
 };
 
 template <int I, int NV, bool CONTIG>
@@ -146,7 +147,8 @@ void wgrad_tile(const WgradArgs& a) {
 #pragma GCC unroll 32
   for (int i = 0; i < I; ++i)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[i][v] = vload(a.acc + i * a.acc_row + v * VW);
+    for (int v = 0; v < NV; ++v)
+      acc[i][v] = a.zero ? vzero() : vload(a.acc + i * a.acc_row + v * VW);
   int64_t off[CONTIG ? 1 : I];
   for (int i = 0; i < (CONTIG ? 1 : I); ++i) off[i] = a.xoff[i];
   // (n, oh) of the row, stepped rather than divided: rows of 7 pixels paid a division each.

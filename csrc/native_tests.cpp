@@ -216,6 +216,14 @@ void test_gradient_plans(TestLog& log) {
   log.check(deep.gy_layout == GradOutLayout::TileMajor && deep.gy_floats == 8 * 8 * 8 * 256 &&
                 deep.l1_rows == 8 && deep.group_tiles == 85,
             "weight gradient: deep-layer gy packed tile-major, L1 blocks");
+  // One part and a dense HWIO gw: accumulated in place; an OIHW gw (or pixel parts, as in
+  // the RGB layer above) goes through the workspace.
+  const WeightGradPlan oihw =
+      plan_conv_weight_grad(conv(8, 256, 8, 8, 256, 3, 1, 1), ConvLayout{true, true, false},
+                            ConvAlgo::Auto, kAvx512Shape, 4, true);
+  log.check(deep.into_output && deep.acc_floats == 0 && !rgb.into_output && !oihw.into_output &&
+                oihw.acc_floats == 9 * 256 * 256,
+            "weight gradient: accumulated in a dense HWIO gw");
   // A 1x1 layer from 64 channels (11 row blocks) reads a dense gy in place; 70 outputs (two
   // tiles padded to 128) or a gy that is not dense NHWC are packed pixel-major.
   const ConvParams wide = conv(4, 64, 8, 8, 256, 1);

@@ -1,6 +1,7 @@
 """The weight gradient's ways of reading gy (csrc/conv_plan.cpp plan_conv_weight_grad): in
-place, packed pixel-major, or packed tile-major with L1 blocks of rows; each against the
-float64 reference on every ISA, and bit-identical for 1 and 2 threads."""
+place, packed pixel-major, or packed tile-major with L1 blocks of rows; and of writing gw:
+through a workspace, or accumulated in place in a dense HWIO gw. Each against the float64
+reference on every ISA, and bit-identical for 1 and 2 threads."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[str(i) for i in range(len(CASES))])
 @pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
-def test_weight_gradient_matches_reference_on_every_layout(case, fmt, isa, rng):
+@pytest.mark.parametrize("wfmt", ["OIHW", "HWIO"])
+def test_weight_gradient_matches_reference_on_every_layout(case, fmt, wfmt, isa, rng):
     n, c, h, w, o, k, s, p, g = case
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     wt = rng.standard_normal((o, c // g, k, k)).astype(np.float32)
@@ -34,16 +36,25 @@ def test_weight_gradient_matches_reference_on_every_layout(case, fmt, isa, rng):
     _, gw_ref, gb_ref = ref64.conv2d_backward(gy, x, wt, (s, s), (p,) * 4, (1, 1), g)
     if fmt == "NHWC":
         x, gy = (np.ascontiguousarray(a.transpose(0, 2, 3, 1)) for a in (x, gy))
+    w_in = wt.transpose(2, 3, 1, 0) if wfmt == "HWIO" else wt
     runs = []
     for threads in (1, 2):
         pyconv.set_num_threads(threads)
         runs.append(
             F.conv2d_backward(
-                gy, x, wt, stride=s, padding=p, groups=g, data_format=fmt, grad_input=False
+                gy,
+                x,
+                w_in,
+                stride=s,
+                padding=p,
+                groups=g,
+                data_format=fmt,
+                weight_format=wfmt,
+                grad_input=False,
             )
         )
     _, gw, gb = runs[0]
-    assert_close(gw, gw_ref)
+    assert_close(gw.transpose(3, 2, 0, 1) if wfmt == "HWIO" else gw, gw_ref)
     assert_close(gb, gb_ref)
     np.testing.assert_array_equal(runs[1][1], gw)
     np.testing.assert_array_equal(runs[1][2], gb)
