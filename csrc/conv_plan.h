@@ -46,6 +46,7 @@ struct ConvLayout {
   bool x_dense_nhwc;  // x is exactly a dense NHWC array (read in place when unpadded)
   bool y_dense_nhwc;  // y too (written in place, else through a workspace and unpacked)
   bool w_dense_hwio;  // one group, and w (O, C, KH, KW) is a view of a dense (KH, KW, C, O)
+                      // (the weight gradient: of gw)
   // The forward's packed weights come from a WeightCache (core.h): their packing is paid once
   // per weight version, not per call, which moves the Winograd rule (winograd_chosen).
   bool weights_cached = false;
@@ -109,11 +110,19 @@ struct WinogradWgradPlan {
   int64_t input_floats, acc_floats, scratch_floats;
 };
 
+// Where the weight gradient reads gy from.
+enum class GradOutLayout {
+  InPlace = 0,     // the caller's dense NHWC gy (each group's channels already whole tiles)
+  PixelMajor = 1,  // packed to dense [N*OH*OW][G][og_pad]
+  TileMajor = 2,   // packed to [G][channel tile][N*OH*OW][NT]: a tile's pixels contiguous
+};
+
 struct WeightGradPlan {
   ConvMethod method;  // Direct or Winograd (whose value check may still fall back to Direct)
   Tiling tiling;      // over the output channels of a group
   int64_t og_pad;     // a group's output channels, padded to whole tiles
-  int64_t gy_floats;  // gy packed to dense [N][OH][OW][G][og_pad]
+  GradOutLayout gy_layout;
+  int64_t gy_floats;  // the packed gy (0 when read in place)
   // The bias sums: blocks of bias_block pixels, whose float64 partial sums add in block order.
   int64_t bias_block, bias_blocks, bias_floats;
   bool weights;  // planned for the weight gradient too (else the bias's only: no more below)
@@ -125,6 +134,16 @@ struct WeightGradPlan {
   int64_t row_blocks, tiles;
   int64_t parts;           // pixels split into parts with private accumulators when tiles are few
   int64_t rows_per_chunk;  // output rows whose x and gy stay in L2 while every tile passes
+  // Within a chunk: groups of group_tiles tiles (their accumulators stay in L2) pass over
+  // blocks of l1_rows output rows (their gy stays in L1 while every tile of the group reads it).
+  // Tiles are numbered (g, channel tile, row block), row blocks fastest, so a group's
+  // consecutive tiles share their gy columns.
+  int64_t group_tiles, l1_rows;
+  // One part, one group, whole tiles and gw a dense (KH, KW, C, O) array (Keras's HWIO, what
+  // the layers use): dw[k = (kh, kw, c)][o] is gw itself, accumulated in place (no workspace,
+  // no final pass over 4 * C * O * KH * KW bytes: at batch 1 those passes cost more than the
+  // GEMM).
+  bool into_output;
   int64_t acc_floats, index_entries;
   WinogradWgradPlan winograd;  // when method == Winograd
 };

@@ -138,6 +138,7 @@ struct WgradArgs {
   int64_t g_pix;                // gy stride per output pixel
   float* acc;                   // accumulator block [I][acc_row] (read-modify-write)
   int64_t acc_row;
+  bool zero = false;  // start from zero instead of reading acc (its first rows)
 };
 
 template <int I, int NV, bool CONTIG>
@@ -146,13 +147,19 @@ void wgrad_tile(const WgradArgs& a) {
 #pragma GCC unroll 32
   for (int i = 0; i < I; ++i)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[i][v] = vload(a.acc + i * a.acc_row + v * VW);
+    for (int v = 0; v < NV; ++v)
+      acc[i][v] = a.zero ? vzero() : vload(a.acc + i * a.acc_row + v * VW);
   int64_t off[CONTIG ? 1 : I];
   for (int i = 0; i < (CONTIG ? 1 : I); ++i) off[i] = a.xoff[i];
+  // (n, oh) of the row, stepped rather than divided: rows of 7 pixels paid a division each.
+  int64_t n = a.row0 / a.OH, oh = a.row0 % a.OH;
   for (int64_t row = a.row0; row < a.row1; ++row) {
-    const int64_t n = row / a.OH, oh = row % a.OH;
     const float* xr = a.x + n * a.x_img + oh * a.x_row;
     const float* gr = a.gy + row * a.OW * a.g_pix;
+    if (++oh == a.OH) {
+      oh = 0;
+      ++n;
+    }
     for (int64_t ow = 0; ow < a.OW; ++ow) {
       vf gv[NV];
 #pragma GCC unroll 4

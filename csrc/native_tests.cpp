@@ -211,6 +211,33 @@ void test_gradient_plans(TestLog& log) {
                                                     ConvAlgo::Auto, kAvx512Shape, 4, true);
   log.check(deep.contiguous_rows && deep.row_blocks == 9 * 43 && deep.parts == 1,
             "weight gradient: deep-layer tiles");
+  // Its gy is re-read by 387 row blocks in 4 channel tiles: packed tile-major, and 16 KiB of
+  // a tile's gy columns (64 pixels = 8 rows of 8) stay in L1; 1.5 KiB accumulators per tile.
+  log.check(deep.gy_layout == GradOutLayout::TileMajor && deep.gy_floats == 8 * 8 * 8 * 256 &&
+                deep.l1_rows == 8 && deep.group_tiles == 85,
+            "weight gradient: deep-layer gy packed tile-major, L1 blocks");
+  // One part and a dense HWIO gw: accumulated in place; an OIHW gw (or pixel parts, as in
+  // the RGB layer above) goes through the workspace.
+  const WeightGradPlan oihw =
+      plan_conv_weight_grad(conv(8, 256, 8, 8, 256, 3, 1, 1), ConvLayout{true, true, false},
+                            ConvAlgo::Auto, kAvx512Shape, 4, true);
+  log.check(deep.into_output && deep.acc_floats == 0 && !rgb.into_output && !oihw.into_output &&
+                oihw.acc_floats == 9 * 256 * 256,
+            "weight gradient: accumulated in a dense HWIO gw");
+  // A 1x1 layer from 64 channels (11 row blocks) reads a dense gy in place; 70 outputs (two
+  // tiles padded to 128) or a gy that is not dense NHWC are packed pixel-major.
+  const ConvParams wide = conv(4, 64, 8, 8, 256, 1);
+  const WeightGradPlan in_place =
+      plan_conv_weight_grad(wide, kDense, ConvAlgo::Auto, kAvx512Shape, 4, true);
+  log.check(in_place.gy_layout == GradOutLayout::InPlace && in_place.gy_floats == 0,
+            "weight gradient: dense gy read in place");
+  const WeightGradPlan ragged = plan_conv_weight_grad(conv(4, 64, 8, 8, 70, 1), kDense,
+                                                      ConvAlgo::Auto, kAvx512Shape, 4, true);
+  const WeightGradPlan gy_strided = plan_conv_weight_grad(wide, ConvLayout{true, false, true},
+                                                          ConvAlgo::Auto, kAvx512Shape, 4, true);
+  log.check(ragged.gy_layout == GradOutLayout::PixelMajor && ragged.gy_floats == 4 * 64 * 128 &&
+                gy_strided.gy_layout == GradOutLayout::PixelMajor,
+            "weight gradient: gy packed pixel-major");
 
   const DataGradPlan same =
       plan_conv_data_grad(conv(2, 8, 9, 9, 16, 3, 1, 1), kDense, kAvx2Shape, 4);
