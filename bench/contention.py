@@ -84,9 +84,9 @@ def _make_predict(lib, name):
     import torch
 
     sys.path.insert(0, HERE)
-    from train_bench import NETS as TB_NETS
+    from train_bench import build_torch
 
-    net = TB_NETS[name][1]().eval()
+    net = build_torch(name).eval()
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
     def call():
