@@ -15,45 +15,18 @@ import argparse
 import math
 import time
 
+import bench  # first: it imports PyTorch before pyconv (train_bench explains why)
 import numpy as np
 
 import pyconv
 from pyconv import functional as F
 
-try:
-    import torch
-except ImportError:  # pragma: no cover - PyTorch is optional
-    torch = None
+torch = bench.torch
 
-# (name, N, C, H, W, O, k, stride, pad): bench/bench.py's table, ResNet-50's 1x1 layers and
-# three VGG-16 layers.
+# (name, N, C, H, W, O, k, stride, pad): bench/bench.py's table, and ResNet-18's layers in a
+# 224 px batch-8 training step.
 SHAPES = [
-    ("mnist conv1", 128, 1, 28, 28, 32, 3, 1, 0),
-    ("mnist conv2", 128, 32, 26, 26, 64, 3, 1, 0),
-    ("lenet c1 5x5", 64, 1, 32, 32, 6, 5, 1, 0),
-    ("lenet c3 5x5", 64, 6, 14, 14, 16, 5, 1, 0),
-    ("cifar conv1", 64, 3, 32, 32, 32, 3, 1, 1),
-    ("cifar 32ch", 64, 32, 32, 32, 32, 3, 1, 1),
-    ("cifar 64ch", 64, 64, 16, 16, 64, 3, 1, 1),
-    ("cifar 128ch", 64, 128, 8, 8, 128, 3, 1, 1),
-    ("resnet18 64@56 b1", 1, 64, 56, 56, 64, 3, 1, 1),
-    ("resnet18 128@28 b1", 1, 128, 28, 28, 128, 3, 1, 1),
-    ("resnet18 256@14 b1", 1, 256, 14, 14, 256, 3, 1, 1),
-    ("resnet18 512@7 b1", 1, 512, 7, 7, 512, 3, 1, 1),
-    ("resnet18 64@56 b16", 16, 64, 56, 56, 64, 3, 1, 1),
-    ("resnet18 128@28 b32", 32, 128, 28, 28, 128, 3, 1, 1),
-    ("resnet18 256@14 b64", 64, 256, 14, 14, 256, 3, 1, 1),
-    ("resnet18 512@7 b64", 64, 512, 7, 7, 512, 3, 1, 1),
-    ("stride-2 down 64->128", 16, 64, 56, 56, 128, 3, 2, 1),
-    ("1x1 256->256", 16, 256, 14, 14, 256, 1, 1, 0),
-    ("r50 1x1 256->64 @56 b16", 16, 256, 56, 56, 64, 1, 1, 0),
-    ("r50 1x1 64->256 @56 b16", 16, 64, 56, 56, 256, 1, 1, 0),
-    ("r50 1x1 1024->256 @14 b32", 32, 1024, 14, 14, 256, 1, 1, 0),
-    ("r50 1x1 2048->512 @7 b32", 32, 2048, 7, 7, 512, 1, 1, 0),
-    ("vgg 64@224 b2", 2, 64, 224, 224, 64, 3, 1, 1),
-    ("vgg 256@56 b8", 8, 256, 56, 56, 256, 3, 1, 1),
-    ("vgg 512@14 b8", 8, 512, 14, 14, 512, 3, 1, 1),
-    # ResNet-18's layers in a 224 px batch-8 training step
+    *bench.SHAPES,
     ("r18b8 conv1 7x7", 8, 3, 224, 224, 64, 7, 2, 3),
     ("r18b8 64@56", 8, 64, 56, 56, 64, 3, 1, 1),
     ("r18b8 128@28", 8, 128, 28, 28, 128, 3, 1, 1),
