@@ -15,24 +15,28 @@ def check_coords(
     loss_fn, arr: np.ndarray, grad: np.ndarray, rng, name: str, h=1e-2, n=12, tol=2e-2
 ):
     """Compare grad with central differences of loss_fn() at n random coordinates of arr
-    (an array, or a Variable: then each perturbation goes through ``writable()``, which bumps
-    its version as any weight update must, so caches derived from it are refreshed)."""
-    var = arr if hasattr(arr, "writable") else None
+    (an array, or a Variable: then each perturbation is written inside ``updating()``, which
+    bumps its version as any weight update must, so caches derived from it are refreshed)."""
+    var = arr if hasattr(arr, "updating") else None
     arr = var.value if var is not None else arr
 
-    def flat_target():
-        return (var.writable() if var is not None else arr).reshape(-1)
+    def set_coord(i, value):
+        if var is None:
+            arr.reshape(-1)[i] = value
+        else:
+            with var.updating() as w:
+                w.reshape(-1)[i] = value
 
     flat, gflat = arr.reshape(-1), np.asarray(grad, np.float64).reshape(-1)
     assert flat.base is arr or flat.base is arr.base or np.shares_memory(flat, arr)
     scale = max(1e-3, float(np.abs(gflat).max()))
     for i in rng.choice(flat.size, size=min(n, flat.size), replace=False):
         old = flat[i]
-        flat_target()[i] = old + h
+        set_coord(i, old + h)
         lp = loss_fn()
-        flat_target()[i] = old - h
+        set_coord(i, old - h)
         lm = loss_fn()
-        flat_target()[i] = old
+        set_coord(i, old)
         num = (lp - lm) / (2 * h)
         assert abs(num - gflat[i]) <= tol * max(scale, abs(num)), (
             f"{name}[{np.unravel_index(i, arr.shape)}]: backward {gflat[i]:.6g}, "

@@ -73,3 +73,34 @@ def test_inference_does_not_bump_versions():
     before = versions(model)
     model.predict(np.zeros((2, 8, 8, 2), np.float32), verbose=0)
     assert versions(model) == before
+
+
+@pytest.mark.parametrize("fusion", [True, False])
+def test_cache_made_during_a_write_is_not_served_after_it(fusion):
+    # A predict that runs while a weight is half-written (another thread's optimizer step)
+    # packs and caches that half-written kernel; once the write is done the version must
+    # differ from the one it cached under, or every later predict serves the stale copy.
+    model = small_model()
+    model.inference_fusion = fusion
+    x = np.random.default_rng(1).random((2, 8, 8, 2), dtype=np.float32)
+    kernel = model.layers[0].kernel
+    final = np.random.default_rng(2).standard_normal(kernel.shape).astype(np.float32)
+    with kernel.updating() as w:
+        w.reshape(-1)[: w.size // 2] = final.reshape(-1)[: w.size // 2]
+        model.predict(x, verbose=0)  # caches the half-written kernel
+        w[...] = final
+    got = model.predict(x, verbose=0)
+    fresh = small_model()
+    fresh.inference_fusion = fusion
+    fresh.set_weights(model.get_weights())
+    np.testing.assert_array_equal(got, fresh.predict(x, verbose=0))
+
+
+def test_updating_bumps_the_version_even_when_the_write_fails():
+    model = small_model()
+    kernel = model.layers[0].kernel
+    before = kernel.version
+    with pytest.raises(RuntimeError), kernel.updating() as w:
+        w[0] = 1
+        raise RuntimeError("interrupted write")
+    assert kernel.version >= before + 2

@@ -126,8 +126,8 @@ class Optimizer:
             if self.clipvalue is not None:
                 np.clip(g, -self.clipvalue, self.clipvalue, out=g)
             if self.weight_decay:  # decoupled (AdamW-style), as Keras 3
-                w = var.writable()
-                w -= (lr * np.float32(self.weight_decay)) * w
+                with var.updating() as w:
+                    w -= (lr * np.float32(self.weight_decay)) * w
             self._update(var, g, lr)
         self._iterations += 1
 
@@ -159,7 +159,8 @@ class SGD(Optimizer):
         # one fused pass in the core (no lr*g temporary the size of the weights)
         m = self._slot(var, "momentum") if self.momentum else None
         g = np.ascontiguousarray(g, np.float32)
-        _core.sgd_update(var.writable(), g, m, float(lr), self.momentum, self.nesterov)
+        with var.updating() as w:
+            _core.sgd_update(w, g, m, float(lr), self.momentum, self.nesterov)
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
@@ -185,7 +186,8 @@ class Adam(Optimizer):
         vhat = self._slot(var, "vhat") if self.amsgrad else None
         # one fused pass in the core (values and slots are C-contiguous float32 by design)
         g = np.ascontiguousarray(g, np.float32)
-        _core.adam_update(var.writable(), g, m, v, vhat, float(step), b1, b2, self.epsilon)
+        with var.updating() as w:
+            _core.adam_update(w, g, m, v, vhat, float(step), b1, b2, self.epsilon)
 
     def get_config(self):
         return {
@@ -226,7 +228,8 @@ class RMSprop(Optimizer):
             m *= np.float32(self.momentum)
             m += inc
             inc = m
-        var.writable()[...] -= inc
+        with var.updating() as w:
+            w -= inc
 
     def get_config(self):
         return {

@@ -631,7 +631,8 @@ def assign_weights(variables, arrays, where: str) -> None:
     values = [_checked_value(var, a, where) for var, a in zip(variables, arrays)]
     with hold_interrupts():
         for var, value in zip(variables, values):
-            var.writable()[...] = value
+            with var.updating() as w:
+                w[...] = value
 
 
 def load_weight_arrays(archive: Archive, variables) -> None:

@@ -50,7 +50,7 @@ class Variable:
 
     ``value`` is a read-only view: a weight changes only through ``assign`` (or
     ``Layer.set_weights`` / ``Model.load_weights``, the optimizers, batch norm's moving
-    statistics), each of which goes through ``writable()`` and so bumps ``version``. That
+    statistics), each of which writes inside ``updating()`` and so bumps ``version``. That
     counter is what caches derived from a weight (packed kernels, batch norm folded into a
     convolution for inference) compare, so they can never serve a stale copy. As in Keras,
     ``layer.kernel.value[...] = w`` is refused (numpy: "assignment destination is
@@ -78,12 +78,18 @@ class Variable:
     def shape(self) -> tuple:
         return self._value.shape
 
-    def writable(self) -> np.ndarray:
-        """The value's writable array, for code that updates it in place (optimizers,
-        moving statistics, loaders). Bumps ``version`` first, so a cache checked after the
-        write sees a new version."""
+    @contextlib.contextmanager
+    def updating(self):
+        """``with var.updating() as w:`` -- the value's writable array, for code that updates
+        it in place (optimizers, moving statistics, loaders). ``version`` is bumped when the
+        block is entered and again when it is left (also on an exception): a cache made from
+        a half-written value while the block runs (a predict in another thread) carries a
+        version that is stale once the write is done, so it is never served afterwards."""
         self.version += 1
-        return self._value
+        try:
+            yield self._value
+        finally:
+            self.version += 1
 
     def add_grad(self, g: np.ndarray) -> None:
         """Accumulate dL/dvalue (a layer used twice in one step gets the sum)."""
@@ -102,7 +108,8 @@ class Variable:
                 f"weight {self.name!r} has shape {self._value.shape}; got a value of shape "
                 f"{value.shape}"
             )
-        self.writable()[...] = value
+        with self.updating() as w:
+            w[...] = value
 
     def __repr__(self) -> str:
         return f"<Variable {self.name} shape={self.value.shape} trainable={self.trainable}>"

@@ -132,11 +132,12 @@ class BatchNormalization(Layer):
             return self._restore(y, x.shape, axis), ctx
         y, mean, var = functional.batch_norm(rows, gamma, beta, self.epsilon)
         m = np.float32(self.momentum)
-        moving_mean, moving_variance = self.moving_mean.writable(), self.moving_variance.writable()
-        moving_mean *= m
-        moving_mean += (1 - m) * mean
-        moving_variance *= m
-        moving_variance += (1 - m) * var
+        with self.moving_mean.updating() as moving_mean:
+            moving_mean *= m
+            moving_mean += (1 - m) * mean
+        with self.moving_variance.updating() as moving_variance:
+            moving_variance *= m
+            moving_variance += (1 - m) * var
         return self._restore(y, x.shape, axis), (rows, mean, var, True, axis, x.shape)
 
     def _backward(self, ctx, dy, need_input_grad):
